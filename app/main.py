@@ -1,0 +1,118 @@
+"""The composition root: settings -> faust.App, codecs, topics from topology/, tables, agents, views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from app.codecs import register_faust_codecs
+from app.fulfillment import agents as fulfillment_agents
+from app.fulfillment import views as fulfillment_views
+from app.ops import views as ops_views
+from app.ops.metrics import Metrics
+from app.orders import agents as order_agents
+from app.orders import views as order_views
+from app.producer import AckedProducer
+from app.runtime import Runtime
+from app.settings import Settings, load_settings
+from app.topology import effective, load_topology
+
+# Topics an agent consumes (raw bytes: the agent decodes, so a bad message is parked, not fatal).
+CONSUMED = ("orders.requests", "orders.events", "postroom.catalog", "postroom.lines",
+            "postroom.batches")
+# Tables: name -> the topic whose partitions they follow.
+TABLES = {
+    "request_by_order": "orders.requests",
+    "order_by_id": "orders.events",
+    "stock_by_sku": "postroom.batches",
+}
+GLOBAL_TABLES = {"price_by_sku": "postroom.catalog"}
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    """Faust's own configuration, derived from Postroom's settings."""
+    return {
+        "broker": f"kafka://{settings.kafka_bootstrap}",
+        "store": settings.store,
+        "datadir": str(settings.data_dir),
+        "web_host": settings.web_host,
+        "web_port": settings.web_port,
+        "web_bind": settings.web_host,
+        "canonical_url": settings.web_url,
+        # Table contents are not published on the web; the API is the only window on them.
+        "web_tables_enabled": False,
+        "web_application_options": {"client_max_size": settings.max_body_bytes + 1},
+        # Topics come from topology/ (python -m app topology apply), never from Faust.
+        "topic_allow_declare": False,
+        "topic_disable_leader": False,
+        "table_standby_replicas": 0,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "producer_linger": 0.002,
+        "broker_commit_interval": 1.0,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "autodiscover": False,
+    }
+
+
+def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
+    """Build the whole service; nothing connects until the worker starts."""
+    settings = settings or load_settings()
+    specs = {name: effective(spec, settings) for name, spec in load_topology().items()}
+    app = faust.App(settings.app_id, **faust_settings(settings))
+    metrics = Metrics()
+    rt = Runtime(settings=settings, app=app, specs=specs, metrics=metrics)
+
+    codec_names = register_faust_codecs(
+        {name: spec.schemas for name, spec in specs.items() if spec.schemas}
+    )
+    for name, spec in specs.items():
+        if spec.table or name.endswith("__leader"):
+            continue
+        rt.topics[name] = app.topic(
+            spec.name,
+            partitions=spec.partitions,
+            key_serializer="raw",
+            value_serializer=codec_names.get(name, "raw"),
+        )
+    for name in CONSUMED:
+        spec = specs[name]
+        rt.sources[name] = app.topic(
+            spec.name, partitions=spec.partitions, key_serializer="raw", value_serializer="raw"
+        )
+    for table, source in TABLES.items():
+        rt.tables[table] = app.Table(
+            table,
+            partitions=specs[source].partitions,
+            schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+        )
+    for table, source in GLOBAL_TABLES.items():
+        # One partition and a recovery buffer of one: Faust's advice for global tables.
+        rt.tables[table] = app.GlobalTable(
+            table,
+            partitions=specs[source].partitions,
+            schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+            recovery_buffer_size=1,
+        )
+
+    from faust.sensors.prometheus import setup_prometheus_sensors
+
+    setup_prometheus_sensors(
+        app, pattern="/metrics/faust", registry=metrics.registry, name_prefix="postroom_faust"
+    )
+
+    order_agents.register(rt)
+    fulfillment_agents.register(rt)
+    order_views.register(rt)
+    fulfillment_views.register(rt)
+    ops_views.register(rt)
+
+    @app.on_before_shutdown.connect
+    async def close_frontdesk(app: Any, **kwargs: Any) -> None:
+        if rt.producer is not None:
+            rt.producer.close()
+
+    rt.producer = AckedProducer(settings.kafka_bootstrap)
+    return app, rt

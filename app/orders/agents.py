@@ -1,0 +1,105 @@
+"""Order agents: accept requests, and run each order's saga over its events.
+
+::
+
+    orders.requests --accept_orders--> orders.events (ACCEPTED | REJECTED)
+    orders.events   --run_order_saga--> order_by_id (projection)
+                                     --> postroom.lines (dispatch, key = sku)
+                                     --> orders.events (DISPATCHED, terminal)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.codecs import AVRO_CONTENT_TYPE, avro_decode, header, json_decode
+from app.errors import InvalidEvent
+from app.models import OrderEvent, OrderRequest
+from app.orders import logic
+from app.runtime import Runtime, now_ms
+
+
+def decode_request(rt: Runtime, value: bytes | None, headers: Any) -> OrderRequest:
+    """Decode and validate one ``orders.requests`` message (JSON or Avro)."""
+    if not value:
+        raise InvalidEvent("empty message (no value)", code="undecodable")
+    if header(headers, "content-type").startswith(AVRO_CONTENT_TYPE):
+        body = avro_decode(rt.schemas("orders.requests"), value)
+    else:
+        body = json_decode(value)
+    request = logic.validate_request_message(body, max_items=rt.settings.max_items_per_order)
+    if not request.get("body_hash"):
+        request["body_hash"] = logic.body_hash(request)
+    return request
+
+
+def register(rt: Runtime) -> None:
+    app = rt.app
+    request_by_order = rt.tables["request_by_order"]
+    order_by_id = rt.tables["order_by_id"]
+    price_by_sku = rt.tables["price_by_sku"]
+    events_out = rt.topics["orders.events"]
+    lines_out = rt.topics["postroom.lines"]
+    metrics = rt.metrics
+
+    def price_of(sku: str) -> int | None:
+        entry = price_by_sku.get(sku)
+        return None if entry is None else int(entry["price"])
+
+    async def accept_one(msg: Any) -> None:
+        request = decode_request(rt, msg.value, msg.headers)
+        order_id = request["order_id"]
+        prior = request_by_order.get(order_id)
+        if prior is not None:
+            if prior["hash"] != request["body_hash"]:
+                raise InvalidEvent(
+                    f"order {order_id} already exists with another body",
+                    code="idempotency_conflict",
+                )
+            # The same request again: repeat the recorded decision (receivers dedupe).
+            metrics.duplicates.labels("accept").inc()
+            decision = prior["event"]
+        else:
+            decision = logic.accept(request, price_of, now_ms())
+            request_by_order[order_id] = {"hash": request["body_hash"], "event": decision}
+        await events_out.send(key=order_id.encode(), value=decision)
+
+    async def saga_step(msg: Any) -> None:
+        order_event: OrderEvent = rt.decode("orders.events", msg.value)
+        order_id = order_event["order_id"]
+        state = order_by_id.get(order_id) or logic.new_state(order_id)
+        fresh = logic.apply_event(state, order_event)
+        if not fresh:
+            metrics.duplicates.labels("saga").inc()
+        # Decide on duplicates too: after a crash the table may hold an event whose
+        # follow-up never reached Kafka.
+        for action in logic.decide(state, now_ms()):
+            await perform(action)
+        if fresh:
+            order_by_id[order_id] = state
+        if fresh and order_event["type"] in logic.TERMINAL:
+            metrics.orders_terminal.labels(order_event["type"]).inc()
+            latency = (order_event["at_ms"] - (order_event.get("requested_at_ms") or 0)) / 1000
+            metrics.order_latency.observe(max(latency, 0.0))
+
+    @app.agent(rt.sources["orders.requests"], name="accept_orders")
+    async def accept_orders(stream: Any) -> None:
+        """Dedupe, validate and price each request; emit ACCEPTED or REJECTED."""
+        async for event in stream.events():
+            await rt.handle(event.message, accept_one)
+
+    @app.agent(rt.sources["orders.events"], name="run_order_saga")
+    async def run_order_saga(stream: Any) -> None:
+        """Fold each event into its order and take the next step of the order's saga."""
+        async for event in stream.events():
+            await rt.handle(event.message, saga_step)
+
+    async def perform(action: tuple[str, Any]) -> None:
+        kind, payload = action
+        if kind == "dispatch":
+            for line in payload:
+                await lines_out.send(key=line["sku"].encode(), value=line)
+        elif kind == "emit":
+            await events_out.send(key=payload["order_id"].encode(), value=payload)
+        else:  # pragma: no cover - logic.decide only returns the kinds above
+            raise ValueError(f"unknown action {kind!r}")

@@ -1,0 +1,388 @@
+"""Pure order logic: validate a request, accept it, and fold events into an order.
+
+No Faust import, no I/O; the clock is passed in as ``now_ms``.
+
+The order is a projection of its events. ``apply_event`` adds one event to the set (a
+duplicate changes nothing) and recomputes every derived field from the whole set, so events
+may arrive in any order and any number of times. ``decide`` says what the saga must do next;
+decisions are made from the events alone, and every receiver is idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from app.errors import InvalidEvent, InvalidRequest
+from app.models import OrderEvent, OrderItem, OrderLine, OrderRequest
+
+# Order statuses (DESIGN.md section 3).
+ACCEPTED = "ACCEPTED"
+PAID = "PAID"
+DISPATCHED = "DISPATCHED"
+COMPLETED = "COMPLETED"
+PARTIALLY_FULFILLED = "PARTIALLY_FULFILLED"
+REJECTED = "REJECTED"
+CANCELLED = "CANCELLED"
+FAILED = "FAILED"
+TERMINAL = frozenset({COMPLETED, PARTIALLY_FULFILLED, REJECTED, CANCELLED, FAILED})
+
+# Event types on orders.events that are not statuses.
+LINE_RESULT = "LINE_RESULT"
+
+# Line statuses.
+LINE_PENDING = "PENDING"
+LINE_FULFILLED = "FULFILLED"
+LINE_PARTIAL = "PARTIAL"
+LINE_UNFULFILLED = "UNFULFILLED"
+
+ID_NAMESPACE = uuid.UUID("5f0c1d2e-8a4b-4c3d-9e6f-706f7374726f")  # fixed: ids stay stable
+
+_ORDER_KEYS = frozenset({"customer_id", "account_id", "items"})
+_REQUEST_KEYS = _ORDER_KEYS | {"order_id", "idempotency_key", "body_hash", "received_at_ms"}
+MAX_ID_LEN = 200
+SKU_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_sku(sku: object) -> str | None:
+    """Why ``sku`` is not a valid sku, or None."""
+    if not isinstance(sku, str) or not SKU_PATTERN.fullmatch(sku):
+        return "must be 1-64 of letters, digits, '.', '_' or '-'"
+    return None
+
+
+def _text(body: Mapping[str, Any], key: str, errors: dict[str, str], required: bool) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            errors[key] = "required"
+        return None
+    if not isinstance(value, str) or not value.strip():
+        errors[key] = "must be a non-empty string"
+        return None
+    if len(value) > MAX_ID_LEN:
+        errors[key] = f"must be at most {MAX_ID_LEN} characters"
+        return None
+    return value
+
+
+def validate_order(body: Any, *, max_items: int, allow: frozenset[str] = _ORDER_KEYS) -> OrderRequest:
+    """Check a ``POST /orders`` body (or a request message); raise ``InvalidRequest``."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object", {"body": "not an object"})
+    errors: dict[str, str] = {}
+    unknown = sorted(set(body) - allow)
+    for key in unknown:
+        errors[key] = "unknown field"
+    customer_id = _text(body, "customer_id", errors, required=True)
+    account_id = _text(body, "account_id", errors, required=False)
+    items_raw = body.get("items")
+    items: list[OrderItem] = []
+    if not isinstance(items_raw, list) or not items_raw:
+        errors["items"] = "must be a non-empty list"
+    elif len(items_raw) > max_items:
+        errors["items"] = f"at most {max_items} items"
+    else:
+        for i, item in enumerate(items_raw):
+            if not isinstance(item, dict):
+                errors[f"items[{i}]"] = "must be an object"
+                continue
+            extra = sorted(set(item) - {"sku", "quantity"})
+            if extra:
+                errors[f"items[{i}].{extra[0]}"] = "unknown field"
+            sku = _text(item, "sku", errors, required=True)
+            if sku is not None and check_sku(sku):
+                errors[f"items[{i}].sku"] = str(check_sku(sku))
+                sku = None
+            qty = item.get("quantity")
+            if isinstance(qty, bool) or not isinstance(qty, int) or not 0 < qty <= 1_000_000:
+                errors[f"items[{i}].quantity"] = "must be an integer from 1 to 1000000"
+                continue
+            if sku is not None:
+                items.append({"sku": sku, "quantity": qty})
+    if errors:
+        first = next(iter(errors))
+        raise InvalidRequest(f"invalid order: {first} {errors[first]}", errors)
+    assert customer_id is not None
+    return {"order_id": "", "customer_id": customer_id, "account_id": account_id, "items": items}
+
+
+def validate_request_message(body: Any, *, max_items: int) -> OrderRequest:
+    """Validate an ``orders.requests`` message (the body plus ``order_id``)."""
+    try:
+        request = validate_order(body, max_items=max_items, allow=_REQUEST_KEYS)
+        errors: dict[str, str] = {}
+        order_id = _text(body, "order_id", errors, required=True)
+        if errors or order_id is None:
+            raise InvalidRequest("invalid order: order_id " + errors.get("order_id", ""), errors)
+    except InvalidRequest as exc:
+        raise InvalidEvent(f"{exc.message} {exc.fields}", code="invalid_request") from exc
+    request["order_id"] = order_id
+    for key in ("idempotency_key", "body_hash"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidEvent(f"{key} must be a string", code="invalid_request")
+        request[key] = value  # type: ignore[literal-required]
+    received = body.get("received_at_ms")
+    if received is not None and (isinstance(received, bool) or not isinstance(received, int)):
+        raise InvalidEvent("received_at_ms must be an integer", code="invalid_request")
+    request["received_at_ms"] = received
+    return request
+
+
+def body_hash(request: OrderRequest) -> str:
+    """A fingerprint of what was ordered, to tell a retry from a different order."""
+    canonical = {
+        "customer_id": request["customer_id"],
+        "account_id": request.get("account_id"),
+        "items": [[i["sku"], i["quantity"]] for i in request["items"]],
+    }
+    return hashlib.sha256(orjson.dumps(canonical)).hexdigest()[:32]
+
+
+def new_order_id(customer_id: str, idempotency_key: str | None) -> str:
+    """A fresh id, or the same id every time for one customer's Idempotency-Key."""
+    if idempotency_key:
+        return str(uuid.uuid5(ID_NAMESPACE, f"{customer_id}\x00{idempotency_key}"))
+    return str(uuid.uuid4())
+
+
+def line_id(order_id: str, sku: str) -> str:
+    return f"{order_id}/{sku}"
+
+
+def event_id(order_id: str, kind: str, detail: str = "") -> str:
+    return f"{order_id}:{kind}:{detail}" if detail else f"{order_id}:{kind}"
+
+
+def accept(
+    request: OrderRequest, price_of: Callable[[str], int | None], now_ms: int
+) -> OrderEvent:
+    """Decide ACCEPTED (with priced lines, one per sku) or REJECTED for a request."""
+    order_id = request["order_id"]
+    quantities: dict[str, int] = {}
+    for item in request["items"]:
+        quantities[item["sku"]] = quantities.get(item["sku"], 0) + item["quantity"]
+    base: OrderEvent = {
+        "order_id": order_id,
+        "at_ms": now_ms,
+        "cause_id": order_id,
+        "customer_id": request["customer_id"],
+        "account_id": request.get("account_id"),
+        "requested_at_ms": request.get("received_at_ms") or now_ms,
+    }
+    unknown = [sku for sku in quantities if price_of(sku) is None]
+    if unknown:
+        return {
+            **base,
+            "event_id": event_id(order_id, REJECTED),
+            "type": REJECTED,
+            "reason": "unknown sku: " + ", ".join(sorted(unknown)),
+        }
+    lines: list[OrderLine] = []
+    for sku, qty in quantities.items():
+        price = price_of(sku)
+        assert price is not None
+        lines.append(
+            {
+                "line_id": line_id(order_id, sku),
+                "order_id": order_id,
+                "sku": sku,
+                "quantity": qty,
+                "unit_price": price,
+                "attempt": 0,
+                "sent_at_ms": now_ms,
+            }
+        )
+    return {
+        **base,
+        "event_id": event_id(order_id, ACCEPTED),
+        "type": ACCEPTED,
+        "amount": sum(line["quantity"] * line["unit_price"] for line in lines),
+        "lines": lines,
+    }
+
+
+# --- the order projection --------------------------------------------------------------
+
+
+def new_state(order_id: str) -> dict[str, Any]:
+    return {"order_id": order_id, "events": []}
+
+
+def _summary(event: OrderEvent) -> dict[str, Any]:
+    """What the order keeps of an event in its history (no nested lines)."""
+    return {k: v for k, v in event.items() if v is not None and k != "lines"}
+
+
+def apply_event(state: dict[str, Any], event: OrderEvent) -> bool:
+    """Add ``event`` to the order; return False if it was already there."""
+    if any(e["event_id"] == event["event_id"] for e in state["events"]):
+        return False
+    summary = _summary(event)
+    if event.get("lines"):
+        summary["lines"] = [
+            {k: line[k] for k in ("line_id", "sku", "quantity", "unit_price")}  # type: ignore[literal-required]
+            for line in event["lines"] or []
+        ]
+    state["events"].append(summary)
+    state["events"].sort(key=lambda e: (e["at_ms"], e["event_id"]))
+    derive(state)
+    return True
+
+
+def derive(state: dict[str, Any]) -> None:
+    """Recompute status, lines and amounts from the set of events alone."""
+    by_type: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, Any]] = {}
+    for e in state["events"]:
+        if e["type"] == LINE_RESULT:
+            results[e["line_id"]] = e
+        else:
+            by_type.setdefault(e["type"], e)
+    accepted = by_type.get(ACCEPTED)
+    first = accepted or (state["events"][0] if state["events"] else {})
+    state["customer_id"] = first.get("customer_id")
+    state["account_id"] = first.get("account_id")
+    state["requested_at_ms"] = first.get("requested_at_ms")
+    lines: dict[str, dict[str, Any]] = {}
+    for line in (accepted or {}).get("lines", []):
+        result = results.get(line["line_id"])
+        lines[line["line_id"]] = {
+            "sku": line["sku"],
+            "quantity": line["quantity"],
+            "unit_price": line["unit_price"],
+            "fulfilled": result["fulfilled"] if result else 0,
+            "status": line_status(line["quantity"], result["fulfilled"]) if result else LINE_PENDING,
+            "reported": result is not None,
+        }
+    state["lines"] = lines
+    state["amount"] = accepted.get("amount", 0) if accepted else 0
+    state["fulfilled_amount"] = sum(
+        line["fulfilled"] * line["unit_price"] for line in lines.values()
+    )
+    state["status"] = status_of(by_type, lines)
+
+
+def line_status(quantity: int, fulfilled: int) -> str:
+    if fulfilled >= quantity:
+        return LINE_FULFILLED
+    return LINE_PARTIAL if fulfilled > 0 else LINE_UNFULFILLED
+
+
+def status_of(by_type: Mapping[str, Any], lines: Mapping[str, Any]) -> str:
+    """The order's status, whatever order its events came in."""
+    for terminal in (REJECTED, CANCELLED, FAILED, COMPLETED, PARTIALLY_FULFILLED):
+        if terminal in by_type:
+            return terminal
+    if DISPATCHED in by_type:
+        return DISPATCHED
+    if PAID in by_type:
+        return PAID
+    return ACCEPTED
+
+
+def all_reported(state: Mapping[str, Any]) -> bool:
+    lines = state.get("lines") or {}
+    return bool(lines) and all(line["reported"] for line in lines.values())
+
+
+def completion(state: Mapping[str, Any], cause_id: str, now_ms: int) -> OrderEvent:
+    """The terminal event once every line has reported."""
+    lines = state["lines"].values()
+    if all(line["status"] == LINE_FULFILLED for line in lines):
+        kind, reason = COMPLETED, None
+    elif any(line["fulfilled"] > 0 for line in lines):
+        kind, reason = PARTIALLY_FULFILLED, "some lines could not be fulfilled"
+    else:
+        kind, reason = REJECTED, "out of stock"
+    order_id = state["order_id"]
+    return {
+        "event_id": event_id(order_id, "TERMINAL"),
+        "type": kind,
+        "order_id": order_id,
+        "at_ms": now_ms,
+        "cause_id": cause_id,
+        "amount": state["fulfilled_amount"],
+        "reason": reason,
+        "requested_at_ms": state.get("requested_at_ms"),
+    }
+
+
+def pending_lines(state: Mapping[str, Any], now_ms: int, attempt: int = 0) -> list[OrderLine]:
+    """The lines of an accepted order that have not reported, ready to (re)dispatch."""
+    order_id = state["order_id"]
+    return [
+        {
+            "line_id": lid,
+            "order_id": order_id,
+            "sku": line["sku"],
+            "quantity": line["quantity"],
+            "unit_price": line["unit_price"],
+            "attempt": attempt,
+            "sent_at_ms": now_ms,
+        }
+        for lid, line in state["lines"].items()
+        if not line["reported"]
+    ]
+
+
+def decide(state: Mapping[str, Any], now_ms: int) -> list[tuple[str, Any]]:
+    """What the order saga must do next: ``("dispatch", lines)`` or ``("emit", event)``.
+
+    Decided from the order's events alone, so a redelivered event after a crash repeats
+    a step whose effects may not have reached Kafka; the receivers are idempotent.
+    """
+    status = state["status"]
+    actions: list[tuple[str, Any]] = []
+    if status in TERMINAL:
+        return actions
+    order_id = state["order_id"]
+    if status == ACCEPTED:
+        actions.append(("dispatch", pending_lines(state, now_ms)))
+        actions.append(
+            (
+                "emit",
+                {
+                    "event_id": event_id(order_id, DISPATCHED),
+                    "type": DISPATCHED,
+                    "order_id": order_id,
+                    "at_ms": now_ms,
+                    "cause_id": event_id(order_id, ACCEPTED),
+                },
+            )
+        )
+    if all_reported(state):
+        last = max(
+            (e for e in state["events"] if e["type"] == LINE_RESULT),
+            key=lambda e: (e["at_ms"], e["event_id"]),
+        )
+        actions.append(("emit", completion(state, last["event_id"], now_ms)))
+    return actions
+
+
+def public_view(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``GET /orders/{order_id}`` answer."""
+    return {
+        "order_id": state["order_id"],
+        "status": state.get("status", ACCEPTED),
+        "customer_id": state.get("customer_id"),
+        "account_id": state.get("account_id"),
+        "items": [
+            {
+                "sku": line["sku"],
+                "quantity": line["quantity"],
+                "fulfilled": line["fulfilled"],
+                "status": line["status"],
+            }
+            for line in (state.get("lines") or {}).values()
+        ],
+        "amount": state.get("amount", 0),
+        "fulfilled_amount": state.get("fulfilled_amount", 0),
+        "events": state.get("events", []),
+    }

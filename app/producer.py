@@ -1,0 +1,94 @@
+"""An idempotent, ``acks=all`` confluent-kafka producer whose sends can be awaited.
+
+The front desk answers ``202`` only after Kafka acknowledged the request, so every send
+returns when the broker has the message (or raises ``NotAcknowledged``). librdkafka's
+delivery reports are served by one background thread and handed to the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from app.errors import NotAcknowledged
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    """Settings every Postroom confluent-kafka producer uses."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        # Same partition for a key as Faust's (Java-compatible murmur2) partitioner.
+        "partitioner": "murmur2_random",
+        "linger.ms": 2,
+        "delivery.timeout.ms": 30_000,
+        "client.id": "postroom-frontdesk",
+        **extra,
+    }
+
+
+class AckedProducer:
+    """Produce and await the broker's acknowledgement."""
+
+    def __init__(self, bootstrap: str, **extra: Any) -> None:
+        from confluent_kafka import Producer
+
+        self._producer = Producer(producer_config(bootstrap, **extra))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="frontdesk-acks", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: Headers | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[int, int]:
+        """Produce one message; return ``(partition, offset)`` once it is acknowledged."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[int, int]] = loop.create_future()
+
+        def on_delivery(err: Any, msg: Any) -> None:
+            if err is not None:
+                loop.call_soon_threadsafe(_fail, fut, NotAcknowledged(str(err)))
+            else:
+                loop.call_soon_threadsafe(_succeed, fut, (msg.partition(), msg.offset()))
+
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key, headers=list(headers or ()), on_delivery=on_delivery
+                )
+                break
+            except BufferError:  # local queue full: let the ack thread drain it
+                await asyncio.sleep(0.005)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError as exc:
+            raise NotAcknowledged(f"no acknowledgement from Kafka within {timeout}s") from exc
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.flush(timeout)
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+def _succeed(fut: asyncio.Future[tuple[int, int]], value: tuple[int, int]) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _fail(fut: asyncio.Future[tuple[int, int]], exc: Exception) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

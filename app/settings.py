@@ -1,0 +1,132 @@
+"""One frozen settings object, read once from ``POSTROOM_*`` environment variables.
+
+Every tunable of the service lives here and nowhere else. Secrets are wrapped in
+:class:`Secret` so that they never show in a log line or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from app.errors import ConfigError
+
+PREFIX = "POSTROOM_"
+APP_NAME = "postroom"  # also the first word of every changelog topic in topology/
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A value that prints as ``'***'``."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self.value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be told, with its default."""
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_external: bool = False  # True when POSTROOM_KAFKA_BOOTSTRAP names a cluster
+    topic_prefix: str = ""  # prepended to every topic name and to the app id
+    replication_factor: int = 0  # 0: take each topic's own value from topology/
+    partitions: int = 0  # 0: take each topic's own value from topology/
+    # Worker
+    data_dir: Path = Path(".data/worker")
+    store: str = "rocksdb://"
+    # Web
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    max_body_bytes: int = 64 * 1024
+    max_items_per_order: int = 100
+    admin_token: Secret = Secret("")
+    # Merge window of the dispatcher
+    merge_max_lines: int = 200
+    merge_max_wait_ms: int = 20
+    # Payments
+    merchant_account: str = "merchant"
+    # Reconciliation
+    reconcile_interval_s: float = 1.0
+    reconcile_deadline_s: float = 10.0
+    reconcile_max_attempts: int = 3
+    reconcile_backoff: float = 2.0
+    # Throttling
+    throttle_max_lag: int = 20_000
+    throttle_max_oldest_age_s: float = 60.0
+    lag_refresh_s: float = 1.0
+    # Fault injection (tests only; never settable over HTTP)
+    fault_drop_batch_ratio: float = 0.0
+    fault_fulfill_disabled: bool = False
+
+    @property
+    def app_id(self) -> str:
+        return f"{self.topic_prefix}{APP_NAME}"
+
+    def topic(self, name: str) -> str:
+        """Return the real name of a topic declared in ``topology/`` as ``name``."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"
+
+
+def _convert(name: str, raw: str, kind: object) -> object:
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+        if kind in (bool, "bool"):
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"not a boolean: {raw!r}")
+        if kind in (Path, "Path"):
+            return Path(raw)
+        if kind in (Secret, "Secret"):
+            return Secret(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}{name.upper()}: {exc}") from exc
+    return raw
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the environment (or from ``env``)."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        if f.name == "kafka_external":
+            continue
+        key = PREFIX + f.name.upper()
+        if key in env:
+            values[f.name] = _convert(f.name, env[key], f.type)
+    if f"{PREFIX}KAFKA_BOOTSTRAP" in env:
+        values["kafka_external"] = True
+    settings = Settings(**values)  # type: ignore[arg-type]
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if s.merge_max_lines < 1:
+        raise ConfigError("POSTROOM_MERGE_MAX_LINES must be >= 1")
+    if s.merge_max_wait_ms < 0:
+        raise ConfigError("POSTROOM_MERGE_MAX_WAIT_MS must be >= 0")
+    if not 0.0 <= s.fault_drop_batch_ratio <= 1.0:
+        raise ConfigError("POSTROOM_FAULT_DROP_BATCH_RATIO must be within [0, 1]")
+    if not 0 < s.web_port < 65536:
+        raise ConfigError("POSTROOM_WEB_PORT must be a TCP port")
