@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["lag"]:
         from app.ops.lagview import main as lag_main
 
-        return lag_main(argv[1:])
+        return int(lag_main(argv[1:]))
     from app.main import create_app
 
     app, _ = create_app()

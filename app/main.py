@@ -109,10 +109,11 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
     fulfillment_views.register(rt)
     ops_views.register(rt)
 
-    @app.on_before_shutdown.connect
-    async def close_frontdesk(app: Any, **kwargs: Any) -> None:
+    def close_frontdesk(sender: Any, *args: Any, **kwargs: Any) -> None:
         if rt.producer is not None:
             rt.producer.close()
+
+    app.on_before_shutdown.connect(close_frontdesk)  # type: ignore[arg-type]
 
     rt.producer = AckedProducer(settings.kafka_bootstrap)
     return app, rt

@@ -35,7 +35,7 @@ def main() -> int:
             print(f"run: using the Kafka cluster at {settings.kafka_bootstrap}")
         else:
             started_kafka = not localkafka.is_running(KAFKA_DATA)
-            host, _, port = settings.kafka_bootstrap.rpartition(":")
+            port = settings.kafka_bootstrap.rpartition(":")[2]
             localkafka.start(KAFKA_DATA, port=int(port), controller_port=int(port) + 1)
         created = topology.apply(settings)
         print(f"run: topology applied ({len(created)} topic(s) created)")
