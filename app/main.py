@@ -13,6 +13,8 @@ from app.ops import views as ops_views
 from app.ops.metrics import Metrics
 from app.orders import agents as order_agents
 from app.orders import views as order_views
+from app.payments import agents as payment_agents
+from app.payments import views as payment_views
 from app.producer import AckedProducer
 from app.runtime import Runtime
 from app.settings import Settings, load_settings
@@ -20,12 +22,14 @@ from app.topology import effective, load_topology
 
 # Topics an agent consumes (raw bytes: the agent decodes, so a bad message is parked, not fatal).
 CONSUMED = ("orders.requests", "orders.events", "postroom.catalog", "postroom.lines",
-            "postroom.batches")
+            "postroom.batches", "postroom.ledger", "postroom.vouchers")
 # Tables: name -> the topic whose partitions they follow.
 TABLES = {
     "request_by_order": "orders.requests",
     "order_by_id": "orders.events",
     "stock_by_sku": "postroom.batches",
+    "account_by_id": "postroom.ledger",
+    "voucher_by_id": "postroom.vouchers",
 }
 GLOBAL_TABLES = {"price_by_sku": "postroom.catalog"}
 
@@ -105,8 +109,10 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
 
     order_agents.register(rt)
     fulfillment_agents.register(rt)
+    payment_agents.register(rt)
     order_views.register(rt)
     fulfillment_views.register(rt)
+    payment_views.register(rt)
     ops_views.register(rt)
 
     def close_frontdesk(sender: Any, *args: Any, **kwargs: Any) -> None:

@@ -169,6 +169,18 @@ class Worker:
             timeout=30, what=f"stock of {sku}",
         )
 
+    def fund(self, account: str, amount: int) -> None:
+        """Deposit into an account and wait until the balance shows it."""
+        before = self.balance(account)
+        reply = self.post(f"/accounts/{account}/deposits", {"amount": amount})
+        assert reply.status == 202, reply
+        wait_for(lambda: self.balance(account) == before + amount, timeout=30,
+                 what=f"deposit to {account}")
+
+    def balance(self, account: str) -> int:
+        reply = self.get(f"/accounts/{account}")
+        return int(reply.body["balance"]) if reply.status == 200 else 0
+
     def order(self, items: list[tuple[str, int]], customer: str = "c1", **kw: Any) -> str:
         body: dict[str, Any] = {
             "customer_id": customer,

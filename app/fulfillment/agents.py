@@ -18,8 +18,8 @@ from app.fulfillment import logic
 from app.models import CatalogEntry, OrderLine, StockCommand
 from app.runtime import Runtime, now_ms
 
-BATCH = "postroom.FulfillmentBatch"
-STOCK = "postroom.StockCommand"
+BATCH = logic.BATCH
+STOCK = logic.STOCK_COMMAND
 
 
 def register(rt: Runtime) -> None:
@@ -72,6 +72,17 @@ def register(rt: Runtime) -> None:
                 metrics.batches.inc()
                 metrics.batch_lines.observe(len(batch["lines"]))
 
+    async def release_line(cmd: StockCommand, stock: dict[str, Any]) -> None:
+        line_id, sku = str(cmd["line_id"]), cmd["sku"]
+        key = logic.allocation_key(line_id)
+        new_stock, record, units, new = logic.release(stock, stock_by_sku.get(key), line_id)
+        if new:
+            stock_by_sku[sku] = new_stock  # the stock and a note of the release, then the line
+        if new or not (stock_by_sku.get(key) or {}).get("released"):
+            stock_by_sku[key] = record
+        event = logic.release_event(line_id, sku, units, cmd["command_id"], now_ms())
+        await events_out.send(key=event["order_id"].encode(), value=event)
+
     async def fulfill_one(msg: Any) -> None:
         kind, record = rt.decode("postroom.batches", msg.value)
         sku = record["sku"]
@@ -79,6 +90,8 @@ def register(rt: Runtime) -> None:
         if kind == STOCK:
             if record["kind"] == "SET":
                 stock_by_sku[sku] = logic.apply_stock_command(stock, record)
+            elif record["kind"] == "RELEASE":
+                await release_line(record, stock)
             return
         if settings.fault_fulfill_disabled or (
             settings.fault_drop_batch_ratio

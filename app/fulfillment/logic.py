@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.models import FulfillmentBatch, OrderEvent, OrderLine, StockCommand
-from app.orders.logic import LINE_RESULT, event_id
+from app.orders.logic import LINE_RELEASED, LINE_RESULT, event_id
 
 
 def merge(lines: Iterable[OrderLine], max_lines: int, now_ms: int) -> list[FulfillmentBatch]:
@@ -41,6 +41,65 @@ def batch_id(sku: str, lines: Sequence[OrderLine]) -> str:
     for line in lines:
         digest.update(b"\0" + line["line_id"].encode() + b"\0" + str(line["attempt"]).encode())
     return f"b-{digest.hexdigest()}"
+
+
+STOCK_COMMAND = "postroom.StockCommand"
+BATCH = "postroom.FulfillmentBatch"
+
+
+def stock_release(line_id: str, sku: str, now_ms: int) -> StockCommand:
+    """Give back what a line reserved (or make sure it never reserves): a cancellation."""
+    order_id = line_id.rsplit("/", 1)[0]
+    return {
+        "command_id": f"{line_id}:release",
+        "kind": "RELEASE",
+        "sku": sku,
+        "on_hand": None,
+        "price": None,
+        "line_id": line_id,
+        "order_id": order_id,
+        "at_ms": now_ms,
+    }
+
+
+def release(
+    stock: Mapping[str, Any], record: Mapping[str, Any] | None, line_id: str
+) -> tuple[dict[str, Any], dict[str, Any], int, bool]:
+    """Release one line's reservation; return (stock, line record, units released, new).
+
+    A line never allocated is recorded as released with nothing reserved, so a batch that
+    carries it later reserves nothing. Releasing twice changes nothing.
+    """
+    if record is not None and record.get("released"):
+        return dict(stock), dict(record), int(record.get("released_units", 0)), False
+    last = stock.get("last_release") or {}
+    if last.get("line_id") == line_id:  # released, but the line's own record was lost
+        units = int(last["units"])
+        done = {**(record or {}), "reserved": 0, "released": True, "released_units": units}
+        return dict(stock), done, units, False
+    units = int(record["reserved"]) if record is not None else 0
+    new_stock = {
+        **stock,
+        "on_hand": int(stock["on_hand"]) + units,
+        "reserved": int(stock["reserved"]) - units,
+        "last_release": {"line_id": line_id, "units": units},
+    }
+    new_record = {**(record or {}), "reserved": 0, "released": True, "released_units": units}
+    return new_stock, new_record, units, True
+
+
+def release_event(line_id: str, sku: str, units: int, cause_id: str, now_ms: int) -> OrderEvent:
+    order_id = line_id.rsplit("/", 1)[0]
+    return {
+        "event_id": event_id(order_id, LINE_RELEASED, sku),
+        "type": LINE_RELEASED,
+        "order_id": order_id,
+        "at_ms": now_ms,
+        "cause_id": cause_id,
+        "sku": sku,
+        "line_id": line_id,
+        "quantity": units,
+    }
 
 
 def empty_stock(sku: str) -> dict[str, Any]:

@@ -4,8 +4,11 @@
 
     orders.requests --accept_orders--> orders.events (ACCEPTED | REJECTED)
     orders.events   --run_order_saga--> order_by_id (projection)
+                                     --> postroom.ledger (pay: debit into a voucher)
                                      --> postroom.lines (dispatch, key = sku)
-                                     --> orders.events (DISPATCHED, terminal)
+                                     --> postroom.vouchers (settle: credit and refund)
+                                     --> postroom.batches (release stock on cancellation)
+                                     --> orders.events (DISPATCHED, CANCELLING, terminal, ...)
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from typing import Any
 
 from app.codecs import AVRO_CONTENT_TYPE, avro_decode, header, json_decode
 from app.errors import InvalidEvent
+from app.fulfillment.logic import STOCK_COMMAND, stock_release
 from app.models import OrderEvent, OrderRequest
 from app.orders import logic
+from app.payments import logic as payments
 from app.runtime import Runtime, now_ms
 
 
@@ -40,6 +45,9 @@ def register(rt: Runtime) -> None:
     price_by_sku = rt.tables["price_by_sku"]
     events_out = rt.topics["orders.events"]
     lines_out = rt.topics["postroom.lines"]
+    ledger_out = rt.topics["postroom.ledger"]
+    vouchers_out = rt.topics["postroom.vouchers"]
+    batches_out = rt.topics["postroom.batches"]
     metrics = rt.metrics
 
     def price_of(sku: str) -> int | None:
@@ -71,10 +79,14 @@ def register(rt: Runtime) -> None:
         fresh = logic.apply_event(state, order_event)
         if not fresh:
             metrics.duplicates.labels("saga").inc()
-        # Decide on duplicates too: after a crash the table may hold an event whose
-        # follow-up never reached Kafka.
-        for action in logic.decide(state, now_ms()):
-            await perform(action)
+        # A redelivered last event is decided again: after a crash the table may hold it
+        # while its follow-up never reached Kafka (every receiver is idempotent).
+        if fresh or state.get("last_event_id") == order_event["event_id"]:
+            for action in logic.decide(state, order_event, now_ms()):
+                await perform(action)
+                if action[0] not in state["sent"]:
+                    state["sent"].append(action[0])
+                    fresh = True
         if fresh:
             order_by_id[order_id] = state
         if fresh and order_event["type"] in logic.TERMINAL:
@@ -96,10 +108,21 @@ def register(rt: Runtime) -> None:
 
     async def perform(action: tuple[str, Any]) -> None:
         kind, payload = action
+        at = now_ms()
         if kind == "dispatch":
             for line in payload:
                 await lines_out.send(key=line["sku"].encode(), value=line)
         elif kind == "emit":
             await events_out.send(key=payload["order_id"].encode(), value=payload)
+        elif kind == "pay":
+            debit = payments.order_debit(payload, rt.settings.merchant_account, at)
+            await ledger_out.send(key=debit["account_id"].encode(), value=debit)
+        elif kind == "settle":
+            settle = payments.settle_request(payload, at)
+            await vouchers_out.send(key=settle["voucher_id"].encode(), value=settle)
+        elif kind == "release":
+            for line_id, sku in payload:
+                release = stock_release(line_id, sku, at)
+                await batches_out.send(key=sku.encode(), value=(STOCK_COMMAND, release))
         else:  # pragma: no cover - logic.decide only returns the kinds above
             raise ValueError(f"unknown action {kind!r}")

@@ -34,12 +34,20 @@ TERMINAL = frozenset({COMPLETED, PARTIALLY_FULFILLED, REJECTED, CANCELLED, FAILE
 
 # Event types on orders.events that are not statuses.
 LINE_RESULT = "LINE_RESULT"
+LINE_RELEASED = "LINE_RELEASED"
+PAYMENT_REJECTED = "PAYMENT_REJECTED"
+SETTLING = "SETTLING"
+SETTLED = "SETTLED"
+CANCEL_REQUESTED = "CANCEL_REQUESTED"
+CANCELLING = "CANCELLING"
+CANCEL_REFUSED = "CANCEL_REFUSED"
 
 # Line statuses.
 LINE_PENDING = "PENDING"
 LINE_FULFILLED = "FULFILLED"
 LINE_PARTIAL = "PARTIAL"
 LINE_UNFULFILLED = "UNFULFILLED"
+LINE_RELEASED_STATUS = "RELEASED"
 
 ID_NAMESPACE = uuid.UUID("5f0c1d2e-8a4b-4c3d-9e6f-706f7374726f")  # fixed: ids stay stable
 
@@ -212,7 +220,7 @@ def accept(
 
 
 def new_state(order_id: str) -> dict[str, Any]:
-    return {"order_id": order_id, "events": []}
+    return {"order_id": order_id, "events": [], "sent": []}
 
 
 def _summary(event: OrderEvent) -> dict[str, Any]:
@@ -232,6 +240,7 @@ def apply_event(state: dict[str, Any], event: OrderEvent) -> bool:
         ]
     state["events"].append(summary)
     state["events"].sort(key=lambda e: (e["at_ms"], e["event_id"]))
+    state["last_event_id"] = event["event_id"]
     derive(state)
     return True
 
@@ -240,9 +249,12 @@ def derive(state: dict[str, Any]) -> None:
     """Recompute status, lines and amounts from the set of events alone."""
     by_type: dict[str, dict[str, Any]] = {}
     results: dict[str, dict[str, Any]] = {}
+    released: dict[str, dict[str, Any]] = {}
     for e in state["events"]:
         if e["type"] == LINE_RESULT:
             results[e["line_id"]] = e
+        elif e["type"] == LINE_RELEASED:
+            released[e["line_id"]] = e
         else:
             by_type.setdefault(e["type"], e)
     accepted = by_type.get(ACCEPTED)
@@ -252,21 +264,31 @@ def derive(state: dict[str, Any]) -> None:
     state["requested_at_ms"] = first.get("requested_at_ms")
     lines: dict[str, dict[str, Any]] = {}
     for line in (accepted or {}).get("lines", []):
-        result = results.get(line["line_id"])
-        lines[line["line_id"]] = {
+        lid = line["line_id"]
+        result = results.get(lid)
+        fulfilled = int(result["fulfilled"]) if result else 0
+        status = line_status(line["quantity"], fulfilled) if result else LINE_PENDING
+        if lid in released:
+            fulfilled, status = 0, LINE_RELEASED_STATUS
+        lines[lid] = {
             "sku": line["sku"],
             "quantity": line["quantity"],
             "unit_price": line["unit_price"],
-            "fulfilled": result["fulfilled"] if result else 0,
-            "status": line_status(line["quantity"], result["fulfilled"]) if result else LINE_PENDING,
+            "fulfilled": fulfilled,
+            "status": status,
             "reported": result is not None,
+            "released": lid in released,
         }
     state["lines"] = lines
+    state["types"] = sorted(by_type)
     state["amount"] = accepted.get("amount", 0) if accepted else 0
     state["fulfilled_amount"] = sum(
         line["fulfilled"] * line["unit_price"] for line in lines.values()
     )
-    state["status"] = status_of(by_type, lines)
+    settled = by_type.get(SETTLED)
+    state["charged"] = settled.get("amount", 0) if settled else 0
+    state["refunded"] = settled.get("refunded", 0) if settled else 0
+    state["status"] = status_of(by_type)
 
 
 def line_status(quantity: int, fulfilled: int) -> str:
@@ -275,7 +297,7 @@ def line_status(quantity: int, fulfilled: int) -> str:
     return LINE_PARTIAL if fulfilled > 0 else LINE_UNFULFILLED
 
 
-def status_of(by_type: Mapping[str, Any], lines: Mapping[str, Any]) -> str:
+def status_of(by_type: Mapping[str, Any]) -> str:
     """The order's status, whatever order its events came in."""
     for terminal in (REJECTED, CANCELLED, FAILED, COMPLETED, PARTIALLY_FULFILLED):
         if terminal in by_type:
@@ -292,30 +314,55 @@ def all_reported(state: Mapping[str, Any]) -> bool:
     return bool(lines) and all(line["reported"] for line in lines.values())
 
 
-def completion(state: Mapping[str, Any], cause_id: str, now_ms: int) -> OrderEvent:
-    """The terminal event once every line has reported."""
-    lines = state["lines"].values()
-    if all(line["status"] == LINE_FULFILLED for line in lines):
-        kind, reason = COMPLETED, None
-    elif any(line["fulfilled"] > 0 for line in lines):
-        kind, reason = PARTIALLY_FULFILLED, "some lines could not be fulfilled"
-    else:
-        kind, reason = REJECTED, "out of stock"
+def all_released(state: Mapping[str, Any]) -> bool:
+    return all(line["released"] for line in (state.get("lines") or {}).values())
+
+
+def payment_account(state: Mapping[str, Any]) -> str:
+    """The account an order is paid from: its ``account_id``, else the customer's own."""
+    return str(state.get("account_id") or state.get("customer_id"))
+
+
+def voucher_id(order_id: str) -> str:
+    return f"order:{order_id}"
+
+
+def _event(state: Mapping[str, Any], kind: str, cause_id: str, now_ms: int,
+           **fields: Any) -> OrderEvent:
     order_id = state["order_id"]
-    return {
-        "event_id": event_id(order_id, "TERMINAL"),
+    event: OrderEvent = {
+        "event_id": event_id(order_id, kind),
         "type": kind,
         "order_id": order_id,
         "at_ms": now_ms,
         "cause_id": cause_id,
-        "amount": state["fulfilled_amount"],
-        "reason": reason,
-        "requested_at_ms": state.get("requested_at_ms"),
     }
+    event.update({k: v for k, v in fields.items() if v is not None})  # type: ignore[typeddict-item]
+    return event
+
+
+def terminal(state: Mapping[str, Any], kind: str, cause_id: str, now_ms: int,
+             reason: str | None = None) -> OrderEvent:
+    """The one terminal event of an order (its id is the same whichever it is)."""
+    event = _event(state, kind, cause_id, now_ms, amount=state.get("charged", 0),
+                   refunded=state.get("refunded", 0), reason=reason,
+                   requested_at_ms=state.get("requested_at_ms"))
+    event["event_id"] = event_id(state["order_id"], "TERMINAL")
+    return event
+
+
+def outcome(state: Mapping[str, Any]) -> tuple[str, str | None]:
+    """How an order ends once its lines have all reported (and it was not cancelled)."""
+    lines = state["lines"].values()
+    if all(line["status"] == LINE_FULFILLED for line in lines):
+        return COMPLETED, None
+    if any(line["fulfilled"] > 0 for line in lines):
+        return PARTIALLY_FULFILLED, "some lines could not be fulfilled"
+    return REJECTED, "out of stock"
 
 
 def pending_lines(state: Mapping[str, Any], now_ms: int, attempt: int = 0) -> list[OrderLine]:
-    """The lines of an accepted order that have not reported, ready to (re)dispatch."""
+    """The lines of an order that have not reported, ready to (re)dispatch."""
     order_id = state["order_id"]
     return [
         {
@@ -332,38 +379,76 @@ def pending_lines(state: Mapping[str, Any], now_ms: int, attempt: int = 0) -> li
     ]
 
 
-def decide(state: Mapping[str, Any], now_ms: int) -> list[tuple[str, Any]]:
-    """What the order saga must do next: ``("dispatch", lines)`` or ``("emit", event)``.
+def decide(state: Mapping[str, Any], event: OrderEvent, now_ms: int) -> list[tuple[str, Any]]:
+    """The saga's next steps after ``event``: a list of ``(kind, payload)`` actions.
 
-    Decided from the order's events alone, so a redelivered event after a crash repeats
-    a step whose effects may not have reached Kafka; the receivers are idempotent.
+    Kinds: ``emit`` (an order event), ``dispatch`` (lines), ``pay`` (a ledger debit),
+    ``settle`` (credit and refund from the order's voucher), ``release`` (stock of lines).
+    Steps are triggered by the event that makes them due, so each is taken once; a redone
+    step is harmless because every receiver is idempotent. ``state["sent"]`` lists the kinds
+    of step already taken for this order (the saga's memory, not part of the projection).
     """
-    status = state["status"]
-    actions: list[tuple[str, Any]] = []
-    if status in TERMINAL:
-        return actions
+    kind = event["type"]
+    types = set(state["types"])
+    cause = event["event_id"]
     order_id = state["order_id"]
-    if status == ACCEPTED:
+    actions: list[tuple[str, Any]] = []
+    if state["status"] in TERMINAL or ACCEPTED not in types:
+        return actions
+    cancelling = CANCELLING in types
+    if kind == ACCEPTED:
+        actions.append(("pay", {"account": payment_account(state), "amount": state["amount"],
+                                "voucher_id": voucher_id(order_id), "cause_id": cause}))
+    elif kind == PAYMENT_REJECTED:
+        reason = event.get("reason") or "payment rejected"
+        final = CANCELLED if cancelling else REJECTED
+        actions.append(("emit", terminal(state, final, cause, now_ms, reason)))
+    elif kind == PAID and not cancelling:
         actions.append(("dispatch", pending_lines(state, now_ms)))
-        actions.append(
-            (
-                "emit",
-                {
-                    "event_id": event_id(order_id, DISPATCHED),
-                    "type": DISPATCHED,
-                    "order_id": order_id,
-                    "at_ms": now_ms,
-                    "cause_id": event_id(order_id, ACCEPTED),
-                },
-            )
-        )
-    if all_reported(state):
-        last = max(
-            (e for e in state["events"] if e["type"] == LINE_RESULT),
-            key=lambda e: (e["at_ms"], e["event_id"]),
-        )
-        actions.append(("emit", completion(state, last["event_id"], now_ms)))
+        actions.append(("emit", _event(state, DISPATCHED, cause, now_ms)))
+    elif kind == CANCEL_REQUESTED and not types & {CANCELLING, CANCEL_REFUSED}:
+        if all_reported(state):
+            actions.append(("emit", _event(state, CANCEL_REFUSED, cause, now_ms,
+                                           reason="every line was already fulfilled")))
+        else:
+            actions.append(("emit", _event(state, CANCELLING, cause, now_ms)))
+    if kind == LINE_RESULT and all_reported(state) and not cancelling and PAID in types:
+        actions.extend(_settle(state, state["fulfilled_amount"], cause, now_ms))
+    # A cancellation: release whatever was dispatched, then refund everything paid.
+    dispatched = DISPATCHED in types or "dispatch" in state.get("sent", ())
+    if cancelling and kind == CANCELLING and dispatched:
+        lines = [lid for lid, line in state["lines"].items() if not line["released"]]
+        if lines:
+            actions.append(("release", [(lid, state["lines"][lid]["sku"]) for lid in lines]))
+    if cancelling and PAID in types and SETTLING not in types:
+        released = not dispatched or all_released(state)
+        if kind in (CANCELLING, PAID, LINE_RELEASED) and released:
+            actions.extend(_settle(state, 0, cause, now_ms))
+    if kind == SETTLED:
+        if cancelling:
+            actions.append(("emit", terminal(state, CANCELLED, cause, now_ms,
+                                             "cancelled by the customer")))
+        else:
+            final, why = outcome(state)
+            actions.append(("emit", terminal(state, final, cause, now_ms, why)))
     return actions
+
+
+def _settle(state: Mapping[str, Any], credit: int, cause: str, now_ms: int
+            ) -> list[tuple[str, Any]]:
+    refund = int(state["amount"]) - credit
+    return [
+        ("settle", {"voucher_id": voucher_id(state["order_id"]), "credit": credit,
+                    "refund": refund, "cause_id": cause}),
+        ("emit", _event(state, SETTLING, cause, now_ms, amount=credit, refunded=refund)),
+    ]
+
+
+def cancellable(state: Mapping[str, Any] | None) -> bool:
+    """Whether ``DELETE /orders/{id}`` may still ask to cancel (not terminal, not fulfilled)."""
+    if state is None:
+        return True
+    return state.get("status") not in TERMINAL and not all_reported(state)
 
 
 def public_view(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -384,5 +469,7 @@ def public_view(state: Mapping[str, Any]) -> dict[str, Any]:
         ],
         "amount": state.get("amount", 0),
         "fulfilled_amount": state.get("fulfilled_amount", 0),
+        "charged": state.get("charged", 0),
+        "refunded": state.get("refunded", 0),
         "events": state.get("events", []),
     }

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from faust.web import View
 
-from app.codecs import JSON_CONTENT_TYPE
+from app.codecs import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, avro_encode
 from app.errors import IdempotencyConflict, InvalidRequest, NotAcknowledged
 from app.orders import logic
 from app.runtime import Runtime, now_ms
@@ -45,6 +45,7 @@ def register(rt: Runtime) -> None:
     request_by_order = rt.tables["request_by_order"]
     order_by_id = rt.tables["order_by_id"]
     requests_topic = rt.topic_name("orders.requests")
+    events_topic = rt.topic_name("orders.events")
     recent = RecentRequests()
     metrics = rt.metrics
 
@@ -141,7 +142,30 @@ def register(rt: Runtime) -> None:
             return error(self, 404, "not_found", f"no order {order_id}")
 
         async def delete(self, request: Any, order_id: str) -> Any:
-            cancel = rt.extras.get("cancel_order")
-            if cancel is None:
-                return error(self, 405, "not_supported", "cancellation is not enabled")
-            return await cancel(self, order_id)
+            """Ask to cancel: a CANCEL_REQUESTED event; the saga decides what it undoes."""
+            state = order_by_id.get(order_id)
+            if state is None and known_fingerprint(order_id) is None:
+                return error(self, 404, "not_found", f"no order {order_id}")
+            if not logic.cancellable(state):
+                status = state.get("status") if state else None
+                return error(self, 409, "conflict",
+                             f"order {order_id} is {status or 'fulfilled'}; it cannot be cancelled")
+            event = {
+                "event_id": logic.event_id(order_id, logic.CANCEL_REQUESTED),
+                "type": logic.CANCEL_REQUESTED,
+                "order_id": order_id,
+                "at_ms": now_ms(),
+                "cause_id": f"http:DELETE /orders/{order_id}",
+            }
+            assert rt.producer is not None
+            try:
+                await rt.producer.send(
+                    events_topic, key=order_id.encode(),
+                    value=avro_encode(rt.schemas("orders.events"), event),
+                    headers=[("content-type", AVRO_CONTENT_TYPE)],
+                )
+            except NotAcknowledged as exc:
+                return error(self, 503, "unavailable", str(exc), headers={"Retry-After": "1"})
+            url = f"/orders/{order_id}"
+            return self.json({"order_id": order_id, "status": "CANCEL_REQUESTED",
+                              "status_url": url}, status=202)

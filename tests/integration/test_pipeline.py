@@ -44,6 +44,8 @@ def test_same_sku_orders_in_the_merge_window_share_one_batch(
 ) -> None:
     worker = make_worker(POSTROOM_MERGE_MAX_WAIT_MS="1500")
     worker.stock("book-1", on_hand=10, price=1250)
+    for i in range(3):
+        worker.fund(f"c{i}", 10_000)
     orders = [worker.order([("book-1", 1)], customer=f"c{i}") for i in range(3)]
 
     for order_id in orders:
@@ -72,6 +74,7 @@ def test_three_sku_order_with_stock_for_two_is_partially_fulfilled(worker: Worke
     worker.stock("pen-1", on_hand=2, price=100)
     worker.stock("ink-1", on_hand=1, price=300)
     worker.stock("pad-1", on_hand=0, price=500)
+    worker.fund("c1", 10_000)
 
     order_id = worker.order([("pen-1", 2), ("ink-1", 1), ("pad-1", 4)])
     view = worker.wait_terminal(order_id)
@@ -90,7 +93,10 @@ def test_three_sku_order_with_stock_for_two_is_partially_fulfilled(worker: Worke
     # The events tell the same story, each carrying its cause.
     types = [e["type"] for e in view["events"]]
     assert types.count("LINE_RESULT") == 3
-    assert {"ACCEPTED", "DISPATCHED", "PARTIALLY_FULFILLED"} <= set(types)
+    assert {"ACCEPTED", "PAID", "DISPATCHED", "SETTLED", "PARTIALLY_FULFILLED"} <= set(types)
+    # Charged only what was fulfilled; the rest went back to the customer.
+    assert (view["charged"], view["refunded"]) == (500, 2000)
+    assert worker.balance("c1") == 10_000 - 500
     assert all(e["cause_id"] for e in view["events"])
 
 
@@ -104,6 +110,7 @@ def test_unknown_sku_is_rejected(worker: Worker) -> None:
 
 def test_order_produced_straight_to_kafka_is_processed_like_http(worker: Worker) -> None:
     worker.stock("cup-1", on_hand=3, price=700)
+    worker.fund("kafka-client", 10_000)
     json_id = str(uuid.uuid4())
     avro_id = str(uuid.uuid4())
     avro_body = {
@@ -125,6 +132,7 @@ def test_order_produced_straight_to_kafka_is_processed_like_http(worker: Worker)
 
 def test_same_idempotency_key_twice_yields_one_order(worker: Worker) -> None:
     worker.stock("lamp-1", on_hand=10, price=4000)
+    worker.fund("c9", 100_000)
     body = {"customer_id": "c9", "items": [{"sku": "lamp-1", "quantity": 1}]}
     first = worker.post("/orders", body, headers={"Idempotency-Key": "abc-1"})
     second = worker.post("/orders", body, headers={"Idempotency-Key": "abc-1"})
@@ -172,6 +180,7 @@ def test_bad_requests_get_clear_errors_and_never_reach_kafka(worker: Worker) -> 
 
 def test_poison_messages_are_parked_and_orders_around_them_complete(worker: Worker) -> None:
     worker.stock("soap-1", on_hand=10, price=150)
+    worker.fund("kafka-client", 10_000)
     before, after = json_request("soap-1"), json_request("soap-1")
     poison = [
         (b"p1", b"\xff\xfe not json at all", [("content-type", b"application/json")]),
@@ -207,6 +216,8 @@ def test_restart_recovers_every_order_and_stock_from_changelogs(
     worker = make_worker()
     worker.stock("bolt-1", on_hand=50, price=20)
     worker.stock("nut-1", on_hand=5, price=5)
+    for i in range(8):
+        worker.fund(f"r{i}", 1_000)
     orders = [worker.order([("bolt-1", 2), ("nut-1", 1)], customer=f"r{i}") for i in range(8)]
     views = {oid: worker.wait_terminal(oid) for oid in orders}
     stock_before = {sku: stock_of(worker, sku) for sku in ("bolt-1", "nut-1")}
@@ -229,12 +240,14 @@ def test_restart_recovers_every_order_and_stock_from_changelogs(
     assert statuses == ["COMPLETED"] * 5 + ["PARTIALLY_FULFILLED"] * 3
 
     # And it keeps working after the restart.
-    late = worker.order([("bolt-1", 1)])
+    worker.fund("late", 20)
+    late = worker.order([("bolt-1", 1)], customer="late")
     assert worker.wait_terminal(late)["status"] == "COMPLETED"
 
 
 def test_events_topic_carries_every_state_change_with_ids_and_causes(worker: Worker) -> None:
     worker.stock("fig-1", on_hand=1, price=99)
+    worker.fund("c1", 99)
     order_id = worker.order([("fig-1", 1)])
     worker.wait_terminal(order_id)
     events = [
@@ -242,7 +255,9 @@ def test_events_topic_carries_every_state_change_with_ids_and_causes(worker: Wor
             consume_all(worker.bootstrap, worker.topic("orders.events"), timeout=5)
         ) if e["order_id"] == order_id
     ]
-    assert [e["type"] for e in events] == ["ACCEPTED", "DISPATCHED", "LINE_RESULT", "COMPLETED"]
+    assert [e["type"] for e in events] == [
+        "ACCEPTED", "PAID", "DISPATCHED", "LINE_RESULT", "SETTLING", "SETTLED", "COMPLETED"
+    ]
     assert len({e["event_id"] for e in events}) == len(events)
     assert all(e["cause_id"] and e["at_ms"] > 0 for e in events)
     wait_for(lambda: "postroom_orders_terminal_total" in worker.get("/metrics").body)

@@ -64,55 +64,102 @@ def test_an_unknown_sku_rejects_the_order() -> None:
     assert "zz" in (event["reason"] or "")
 
 
-def _events_of_a_partial_order() -> list[logic.OrderEvent]:
+def ev(kind: str, at: int, **fields: object) -> logic.OrderEvent:
+    event = {"event_id": f"o1:{kind}", "type": kind, "order_id": "o1", "at_ms": at,
+             "cause_id": "x", **fields}
+    return event  # type: ignore[return-value]
+
+
+def result(sku: str, qty: int, fulfilled: int, at: int) -> logic.OrderEvent:
+    return ev(logic.LINE_RESULT, at, event_id=f"o1:LINE_RESULT:{sku}", sku=sku,
+              line_id=f"o1/{sku}", quantity=qty, fulfilled=fulfilled)
+
+
+def run(events: list[logic.OrderEvent]) -> tuple[dict, list[list[tuple[str, object]]]]:
+    state = logic.new_state("o1")
+    decisions = []
+    for e in events:
+        logic.apply_event(state, e)
+        decisions.append(logic.decide(state, e, 100))
+    return state, decisions
+
+
+def test_the_saga_pays_dispatches_settles_and_ends() -> None:
     accepted = logic.accept(request([("a", 2), ("b", 1)]), PRICES.get, now_ms=10)
-    state = logic.new_state("o1")
-    logic.apply_event(state, accepted)
-    dispatched = logic.decide(state, 11)[1][1]
-    results: list[logic.OrderEvent] = [
-        {"event_id": "o1:LINE_RESULT:a", "type": logic.LINE_RESULT, "order_id": "o1", "at_ms": 20,
-         "cause_id": "b-1", "sku": "a", "line_id": "o1/a", "quantity": 2, "fulfilled": 2},
-        {"event_id": "o1:LINE_RESULT:b", "type": logic.LINE_RESULT, "order_id": "o1", "at_ms": 21,
-         "cause_id": "b-2", "sku": "b", "line_id": "o1/b", "quantity": 1, "fulfilled": 0},
-    ]
-    return [accepted, dispatched, *results]
+    state, steps = run([
+        accepted, ev(logic.PAID, 11), ev(logic.DISPATCHED, 12),
+        result("a", 2, 2, 13), result("b", 1, 0, 14),
+    ])
+    assert [k for k, _ in steps[0]] == ["pay"]
+    assert steps[0][0][1]["amount"] == 450 and steps[0][0][1]["account"] == "c1"
+    assert [k for k, _ in steps[1]] == ["dispatch", "emit"]
+    assert steps[2] == [] and steps[3] == []
+    settle = dict(steps[4])["settle"]
+    assert (settle["credit"], settle["refund"]) == (200, 250)
+    logic.apply_event(state, ev(logic.SETTLING, 15, amount=200, refunded=250))
+    settled = ev(logic.SETTLED, 16, amount=200, refunded=250)
+    logic.apply_event(state, settled)
+    [(_, final)] = logic.decide(state, settled, 17)
+    assert final["type"] == logic.PARTIALLY_FULFILLED
+    assert (final["amount"], final["refunded"]) == (200, 250)
 
 
-def test_the_saga_dispatches_then_completes_once_every_line_reported() -> None:
-    accepted, dispatched, ra, rb = _events_of_a_partial_order()
-    state = logic.new_state("o1")
-    logic.apply_event(state, accepted)
-    kinds = [k for k, _ in logic.decide(state, 11)]
-    assert kinds == ["dispatch", "emit"]
-    for event in (dispatched, ra):
-        logic.apply_event(state, event)
-    assert logic.decide(state, 30) == []
-    logic.apply_event(state, rb)
-    [(_, terminal)] = logic.decide(state, 31)
-    assert terminal["type"] == logic.PARTIALLY_FULFILLED
-    assert terminal["amount"] == 200
+def test_a_payment_rejection_rejects_the_order_and_dispatches_nothing() -> None:
+    accepted = logic.accept(request([("a", 1)]), PRICES.get, now_ms=10)
+    _, steps = run([accepted, ev(logic.PAYMENT_REJECTED, 11, reason="insufficient funds")])
+    [(kind, final)] = steps[1]
+    assert kind == "emit" and final["type"] == logic.REJECTED
+    assert final["reason"] == "insufficient funds"
+
+
+def test_cancelling_a_dispatched_order_releases_its_lines_then_refunds_all() -> None:
+    accepted = logic.accept(request([("a", 2), ("b", 1)]), PRICES.get, now_ms=10)
+    state, steps = run([
+        accepted, ev(logic.PAID, 11), ev(logic.DISPATCHED, 12), result("a", 2, 2, 13),
+        ev(logic.CANCEL_REQUESTED, 14), ev(logic.CANCELLING, 15),
+        ev(logic.LINE_RELEASED, 16, event_id="o1:LINE_RELEASED:a", sku="a", line_id="o1/a",
+           quantity=2),
+        ev(logic.LINE_RELEASED, 17, event_id="o1:LINE_RELEASED:b", sku="b", line_id="o1/b",
+           quantity=0),
+    ])
+    assert [p["type"] for k, p in steps[4] if k == "emit"] == [logic.CANCELLING]
+    assert dict(steps[5])["release"] == [("o1/a", "a"), ("o1/b", "b")]
+    assert steps[6] == []
+    settle = dict(steps[7])["settle"]
+    assert (settle["credit"], settle["refund"]) == (0, 450)
+    assert [i["status"] for i in logic.public_view(state)["items"]] == ["RELEASED", "RELEASED"]
+
+
+def test_a_cancel_after_every_line_reported_is_refused() -> None:
+    accepted = logic.accept(request([("a", 1)]), PRICES.get, now_ms=10)
+    state, steps = run([accepted, ev(logic.PAID, 11), ev(logic.DISPATCHED, 12),
+                        result("a", 1, 1, 13), ev(logic.CANCEL_REQUESTED, 14)])
+    assert not logic.cancellable(state)
+    assert [p["type"] for k, p in steps[4] if k == "emit"] == [logic.CANCEL_REFUSED]
 
 
 def test_the_projection_is_the_same_whatever_the_order_and_duplicates_of_events() -> None:
-    events = _events_of_a_partial_order()
+    accepted = logic.accept(request([("a", 2), ("b", 1)]), PRICES.get, now_ms=10)
+    events = [accepted, ev(logic.PAID, 11), ev(logic.DISPATCHED, 12), result("a", 2, 2, 13),
+              result("b", 1, 0, 14), ev(logic.SETTLED, 15, amount=200, refunded=250),
+              ev("TERMINAL", 16, type=logic.PARTIALLY_FULFILLED)]
     reference = logic.new_state("o1")
     for e in events:
         logic.apply_event(reference, e)
     rng = random.Random(7)
-    for perm in itertools.islice(itertools.permutations(events), 24):
+    for perm in itertools.islice(itertools.permutations(events), 0, 5040, 97):
         state = logic.new_state("o1")
-        noisy = list(perm) + [rng.choice(events) for _ in range(3)]
-        for e in noisy:
+        for e in list(perm) + [rng.choice(events) for _ in range(3)]:
             logic.apply_event(state, e)
         assert logic.public_view(state) == logic.public_view(reference)
-    assert logic.public_view(reference)["status"] == logic.DISPATCHED
+    view = logic.public_view(reference)
+    assert view["status"] == logic.PARTIALLY_FULFILLED
+    assert (view["charged"], view["refunded"]) == (200, 250)
 
 
 def test_nothing_fulfilled_ends_rejected_out_of_stock() -> None:
-    state = logic.new_state("o1")
-    logic.apply_event(state, logic.accept(request([("a", 1)]), PRICES.get, now_ms=1))
-    logic.apply_event(state, {"event_id": "o1:LINE_RESULT:a", "type": logic.LINE_RESULT,
-                              "order_id": "o1", "at_ms": 2, "cause_id": "b", "sku": "a",
-                              "line_id": "o1/a", "quantity": 1, "fulfilled": 0})
-    terminal = [p for k, p in logic.decide(state, 3) if k == "emit"][-1]
-    assert terminal["type"] == logic.REJECTED and terminal["reason"] == "out of stock"
+    accepted = logic.accept(request([("a", 1)]), PRICES.get, now_ms=10)
+    state, _ = run([accepted, ev(logic.PAID, 11), ev(logic.DISPATCHED, 12), result("a", 1, 0, 13),
+                    ev(logic.SETTLED, 14, amount=0, refunded=100)])
+    [(_, final)] = logic.decide(state, state["events"][-1], 15)  # type: ignore[arg-type]
+    assert final["type"] == logic.REJECTED and final["reason"] == "out of stock"

@@ -1,0 +1,75 @@
+"""Payment agents: the ledger that owns balances, and the voucher saga that moves money.
+
+::
+
+    postroom.ledger   --apply_ledger_commands--> account_by_id
+                                              --> postroom.vouchers (ISSUED, REDEEMED, ...)
+    postroom.vouchers --run_voucher_saga--> voucher_by_id (projection)
+                                         --> postroom.ledger (DEBIT, CREDIT, REFUND)
+                                         --> orders.events (PAID, PAYMENT_REJECTED, SETTLED)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.payments import logic
+from app.runtime import Runtime, now_ms
+
+
+def register(rt: Runtime) -> None:
+    app = rt.app
+    account_by_id = rt.tables["account_by_id"]
+    voucher_by_id = rt.tables["voucher_by_id"]
+    ledger_out = rt.topics["postroom.ledger"]
+    vouchers_out = rt.topics["postroom.vouchers"]
+    events_out = rt.topics["orders.events"]
+    metrics = rt.metrics
+
+    async def apply_one(msg: Any) -> None:
+        cmd: logic.LedgerCommand = rt.decode("postroom.ledger", msg.value)
+        account_id, command_id = cmd["account_id"], cmd["command_id"]
+        account = account_by_id.get(account_id) or logic.new_account(account_id)
+        done, outcome = logic.recorded_outcome(
+            account, command_id, account_by_id.get(logic.command_key(command_id))
+        )
+        if done:
+            metrics.duplicates.labels("ledger").inc()
+        else:
+            account, outcome = logic.apply_command(account, cmd, now_ms())
+            # The balance and its command in one write first, then the command's own
+            # record: a crash loses a suffix, and either write tells a retry it was done.
+            account_by_id[account_id] = logic.with_last_command(account, command_id, outcome)
+        if account_by_id.get(logic.command_key(command_id)) is None:
+            account_by_id[logic.command_key(command_id)] = {"outcome": outcome}
+        if outcome is not None:
+            await vouchers_out.send(key=outcome["voucher_id"].encode(), value=outcome)
+
+    async def voucher_step(msg: Any) -> None:
+        event: logic.VoucherEvent = rt.decode("postroom.vouchers", msg.value)
+        voucher_id = event["voucher_id"]
+        state = voucher_by_id.get(voucher_id) or logic.new_voucher(voucher_id)
+        fresh = logic.apply_voucher_event(state, event)
+        if not fresh:
+            metrics.duplicates.labels("vouchers").inc()
+        if fresh or state.get("last_event_id") == event["event_id"]:
+            for kind, payload in logic.decide_voucher(state, event, now_ms()):
+                if kind == "ledger":
+                    await ledger_out.send(key=payload["account_id"].encode(), value=payload)
+                else:
+                    await events_out.send(key=payload["order_id"].encode(), value=payload)
+        if fresh:
+            state["last_event_id"] = event["event_id"]
+            voucher_by_id[voucher_id] = state
+
+    @app.agent(rt.sources["postroom.ledger"], name="apply_ledger_commands")
+    async def apply_ledger_commands(stream: Any) -> None:
+        """Apply each command to its account once; report the voucher's new step."""
+        async for event in stream.events():
+            await rt.handle(event.message, apply_one)
+
+    @app.agent(rt.sources["postroom.vouchers"], name="run_voucher_saga")
+    async def run_voucher_saga(stream: Any) -> None:
+        """Fold each step into its voucher and ask the ledger for the next one."""
+        async for event in stream.events():
+            await rt.handle(event.message, voucher_step)
