@@ -68,6 +68,7 @@ class Settings:
     # Fault injection (tests only; never settable over HTTP)
     fault_drop_batch_ratio: float = 0.0
     fault_fulfill_disabled: bool = False
+    fault_hold_skus: str = ""  # comma-separated: fulfill ignores these skus' batches
 
     @property
     def app_id(self) -> str:
@@ -76,6 +77,10 @@ class Settings:
     def topic(self, name: str) -> str:
         """Return the real name of a topic declared in ``topology/`` as ``name``."""
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def held_skus(self) -> frozenset[str]:
+        return frozenset(s.strip() for s in self.fault_hold_skus.split(",") if s.strip())
 
     @property
     def web_url(self) -> str:

@@ -31,6 +31,7 @@ def register(rt: Runtime) -> None:
     events_out = rt.topics["orders.events"]
     metrics = rt.metrics
     chance = random.Random()
+    held = settings.held_skus
 
     async def apply_entry(msg: Any) -> None:
         entry: CatalogEntry = rt.decode("postroom.catalog", msg.value)
@@ -93,7 +94,7 @@ def register(rt: Runtime) -> None:
             elif record["kind"] == "RELEASE":
                 await release_line(record, stock)
             return
-        if settings.fault_fulfill_disabled or (
+        if settings.fault_fulfill_disabled or sku in held or (
             settings.fault_drop_batch_ratio
             and chance.random() < settings.fault_drop_batch_ratio
         ):
