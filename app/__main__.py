@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 
@@ -47,10 +48,20 @@ def main(argv: list[str] | None = None) -> int:
 
         return int(lag_main(argv[1:]))
     from app.main import create_app
+    from app.statedir import close_state, open_state
 
-    app, _ = create_app()
+    app, rt = create_app()
     sys.argv = [sys.argv[0], *argv]
-    app.main()
+    is_worker = argv[:1] == ["worker"]
+    if is_worker:
+        logging.basicConfig(level=logging.INFO)
+        open_state(rt.settings.data_dir)
+    try:
+        app.main()
+    except SystemExit as exc:
+        if is_worker and exc.code in (0, None):
+            close_state(rt.settings.data_dir)
+        raise
     return 0
 
 

@@ -9,6 +9,7 @@ import faust
 from app.codecs import register_faust_codecs
 from app.fulfillment import agents as fulfillment_agents
 from app.fulfillment import views as fulfillment_views
+from app.ops import reconcile
 from app.ops import views as ops_views
 from app.ops.metrics import Metrics
 from app.orders import agents as order_agents
@@ -30,6 +31,8 @@ TABLES = {
     "stock_by_sku": "postroom.batches",
     "account_by_id": "postroom.ledger",
     "voucher_by_id": "postroom.vouchers",
+    "outstanding_orders": "orders.events",
+    "outstanding_transfers": "postroom.vouchers",
 }
 GLOBAL_TABLES = {"price_by_sku": "postroom.catalog"}
 
@@ -114,6 +117,7 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
     fulfillment_views.register(rt)
     payment_views.register(rt)
     ops_views.register(rt)
+    reconcile.register(rt)
 
     def close_frontdesk(sender: Any, *args: Any, **kwargs: Any) -> None:
         if rt.producer is not None:

@@ -76,3 +76,5 @@ class OrderEvent(TypedDict, total=False):
     reason: str | None
     lines: list[OrderLine] | None
     requested_at_ms: int | None
+    refunded: int | None
+    attempt: int | None

@@ -19,6 +19,7 @@ from app.codecs import AVRO_CONTENT_TYPE, avro_decode, header, json_decode
 from app.errors import InvalidEvent
 from app.fulfillment.logic import STOCK_COMMAND, stock_release
 from app.models import OrderEvent, OrderRequest
+from app.ops import outstanding as book
 from app.orders import logic
 from app.payments import logic as payments
 from app.runtime import Runtime, now_ms
@@ -42,6 +43,8 @@ def register(rt: Runtime) -> None:
     app = rt.app
     request_by_order = rt.tables["request_by_order"]
     order_by_id = rt.tables["order_by_id"]
+    outstanding = rt.tables["outstanding_orders"]
+    settings = rt.settings
     price_by_sku = rt.tables["price_by_sku"]
     events_out = rt.topics["orders.events"]
     lines_out = rt.topics["postroom.lines"]
@@ -72,6 +75,28 @@ def register(rt: Runtime) -> None:
             request_by_order[order_id] = {"hash": request["body_hash"], "event": decision}
         await events_out.send(key=order_id.encode(), value=decision)
 
+    def keep_outstanding(state: dict[str, Any], event: OrderEvent) -> None:
+        """Track the order in the outstanding table until it is terminal."""
+        order_id = state["order_id"]
+        entry = outstanding.get(order_id)
+        if state["status"] in logic.TERMINAL:
+            if entry is not None:
+                del outstanding[order_id]
+            return
+        if logic.ACCEPTED not in state["types"]:
+            return
+        at = now_ms()
+        if event["type"] == logic.RECONCILE and entry is not None:
+            outstanding[order_id] = book.attempted(
+                entry, int(event.get("attempt") or 1), at, settings.reconcile_deadline_s,
+                settings.reconcile_backoff,
+            )
+            return
+        changed = book.track(entry, "order", logic.stage(state), at, settings.reconcile_deadline_s,
+                             state.get("requested_at_ms"))
+        if changed is not None:
+            outstanding[order_id] = changed
+
     async def saga_step(msg: Any) -> None:
         order_event: OrderEvent = rt.decode("orders.events", msg.value)
         order_id = order_event["order_id"]
@@ -82,13 +107,15 @@ def register(rt: Runtime) -> None:
         # A redelivered last event is decided again: after a crash the table may hold it
         # while its follow-up never reached Kafka (every receiver is idempotent).
         if fresh or state.get("last_event_id") == order_event["event_id"]:
-            for action in logic.decide(state, order_event, now_ms()):
+            decisions = logic.decide(state, order_event, now_ms(), settings.reconcile_max_attempts)
+            for action in decisions:
                 await perform(action)
                 if action[0] not in state["sent"]:
                     state["sent"].append(action[0])
                     fresh = True
         if fresh:
             order_by_id[order_id] = state
+            keep_outstanding(state, order_event)
         if fresh and order_event["type"] in logic.TERMINAL:
             metrics.orders_terminal.labels(order_event["type"]).inc()
             latency = (order_event["at_ms"] - (order_event.get("requested_at_ms") or 0)) / 1000
@@ -120,6 +147,10 @@ def register(rt: Runtime) -> None:
         elif kind == "settle":
             settle = payments.settle_request(payload, at)
             await vouchers_out.send(key=settle["voucher_id"].encode(), value=settle)
+        elif kind == "voucher_retry":
+            retry = payments.retry_event(payload["voucher_id"], payload["attempt"],
+                                         payload["cause_id"], at)
+            await vouchers_out.send(key=retry["voucher_id"].encode(), value=retry)
         elif kind == "release":
             for line_id, sku in payload:
                 release = stock_release(line_id, sku, at)

@@ -41,6 +41,8 @@ SETTLED = "SETTLED"
 CANCEL_REQUESTED = "CANCEL_REQUESTED"
 CANCELLING = "CANCELLING"
 CANCEL_REFUSED = "CANCEL_REFUSED"
+RECONCILE = "RECONCILE"
+FAILING = "FAILING"
 
 # Line statuses.
 LINE_PENDING = "PENDING"
@@ -379,59 +381,142 @@ def pending_lines(state: Mapping[str, Any], now_ms: int, attempt: int = 0) -> li
     ]
 
 
-def decide(state: Mapping[str, Any], event: OrderEvent, now_ms: int) -> list[tuple[str, Any]]:
+def decide(state: Mapping[str, Any], event: OrderEvent, now_ms: int,
+           max_attempts: int = 3) -> list[tuple[str, Any]]:
     """The saga's next steps after ``event``: a list of ``(kind, payload)`` actions.
 
     Kinds: ``emit`` (an order event), ``dispatch`` (lines), ``pay`` (a ledger debit),
-    ``settle`` (credit and refund from the order's voucher), ``release`` (stock of lines).
+    ``settle`` (credit and refund from the order's voucher), ``release`` (stock of lines),
+    ``voucher_retry`` (ask the voucher to redo its missing step).
     Steps are triggered by the event that makes them due, so each is taken once; a redone
     step is harmless because every receiver is idempotent. ``state["sent"]`` lists the kinds
     of step already taken for this order (the saga's memory, not part of the projection).
+
+    Cancellation and giving up (``FAILING``, after ``max_attempts`` re-dispatches) are the
+    same compensation: release whatever was dispatched, then refund everything paid.
     """
     kind = event["type"]
     types = set(state["types"])
     cause = event["event_id"]
-    order_id = state["order_id"]
     actions: list[tuple[str, Any]] = []
-    if state["status"] in TERMINAL or ACCEPTED not in types:
+    if ACCEPTED not in types:
+        return actions
+    status = state["status"]
+    if kind == PAID and status in (CANCELLED, FAILED) and SETTLING not in types:
+        # The payment landed after the order gave up: the money goes straight back.
+        return _settle(state, 0, cause, now_ms)
+    if status in TERMINAL:
         return actions
     cancelling = CANCELLING in types
+    failing = FAILING in types
+    compensating = cancelling or failing
+    dispatched = DISPATCHED in types or "dispatch" in state.get("sent", ())
     if kind == ACCEPTED:
-        actions.append(("pay", {"account": payment_account(state), "amount": state["amount"],
-                                "voucher_id": voucher_id(order_id), "cause_id": cause}))
+        actions.append(("pay", _pay(state, cause)))
     elif kind == PAYMENT_REJECTED:
         reason = event.get("reason") or "payment rejected"
-        final = CANCELLED if cancelling else REJECTED
+        final = FAILED if failing else CANCELLED if cancelling else REJECTED
         actions.append(("emit", terminal(state, final, cause, now_ms, reason)))
-    elif kind == PAID and not cancelling:
+    elif kind == PAID and not compensating:
         actions.append(("dispatch", pending_lines(state, now_ms)))
         actions.append(("emit", _event(state, DISPATCHED, cause, now_ms)))
-    elif kind == CANCEL_REQUESTED and not types & {CANCELLING, CANCEL_REFUSED}:
+    elif kind == CANCEL_REQUESTED and not types & {CANCELLING, CANCEL_REFUSED, FAILING}:
         if all_reported(state):
             actions.append(("emit", _event(state, CANCEL_REFUSED, cause, now_ms,
                                            reason="every line was already fulfilled")))
         else:
             actions.append(("emit", _event(state, CANCELLING, cause, now_ms)))
-    if kind == LINE_RESULT and all_reported(state) and not cancelling and PAID in types:
+    elif kind == RECONCILE:
+        actions.extend(_reconcile(state, event, now_ms, max_attempts, dispatched))
+    if kind == LINE_RESULT and all_reported(state) and not compensating and PAID in types:
         actions.extend(_settle(state, state["fulfilled_amount"], cause, now_ms))
-    # A cancellation: release whatever was dispatched, then refund everything paid.
-    dispatched = DISPATCHED in types or "dispatch" in state.get("sent", ())
-    if cancelling and kind == CANCELLING and dispatched:
+    if compensating and kind in (CANCELLING, FAILING) and dispatched:
         lines = [lid for lid, line in state["lines"].items() if not line["released"]]
         if lines:
             actions.append(("release", [(lid, state["lines"][lid]["sku"]) for lid in lines]))
-    if cancelling and PAID in types and SETTLING not in types:
+    if compensating and PAID in types and SETTLING not in types:
         released = not dispatched or all_released(state)
-        if kind in (CANCELLING, PAID, LINE_RELEASED) and released:
+        if kind in (CANCELLING, FAILING, PAID, LINE_RELEASED) and released:
             actions.extend(_settle(state, 0, cause, now_ms))
+    if kind == FAILING and not types & {PAID, PAYMENT_REJECTED}:
+        # Never paid (as far as anyone knows): fail now; a late payment is refunded.
+        actions.append(("emit", terminal(state, FAILED, cause, now_ms, event.get("reason"))))
     if kind == SETTLED:
-        if cancelling:
-            actions.append(("emit", terminal(state, CANCELLED, cause, now_ms,
-                                             "cancelled by the customer")))
-        else:
-            final, why = outcome(state)
-            actions.append(("emit", terminal(state, final, cause, now_ms, why)))
+        actions.append(("emit", _final(state, cause, now_ms)))
     return actions
+
+
+def _final(state: Mapping[str, Any], cause: str, now_ms: int) -> OrderEvent:
+    types = set(state["types"])
+    if FAILING in types:
+        failing = next(e for e in state["events"] if e["type"] == FAILING)
+        return terminal(state, FAILED, cause, now_ms, failing.get("reason"))
+    if CANCELLING in types:
+        return terminal(state, CANCELLED, cause, now_ms, "cancelled by the customer")
+    final, why = outcome(state)
+    return terminal(state, final, cause, now_ms, why)
+
+
+def _pay(state: Mapping[str, Any], cause: str) -> dict[str, Any]:
+    return {"account": payment_account(state), "amount": state["amount"],
+            "voucher_id": voucher_id(state["order_id"]), "cause_id": cause}
+
+
+def _reconcile(state: Mapping[str, Any], event: OrderEvent, now_ms: int, max_attempts: int,
+               dispatched: bool) -> list[tuple[str, Any]]:
+    """Redo whatever stage of an overdue order has not been heard back from."""
+    types = set(state["types"])
+    cause = event["event_id"]
+    attempt = int(event.get("attempt") or 1)  # type: ignore[call-overload]
+    compensating = bool(types & {CANCELLING, FAILING})
+    vid = voucher_id(state["order_id"])
+    if attempt > max_attempts and FAILING not in types:
+        reason = f"gave up after {max_attempts} attempts at stage {state['status']}"
+        return [("emit", _event(state, FAILING, cause, now_ms, reason=reason))]
+    actions: list[tuple[str, Any]] = []
+    if not types & {PAID, PAYMENT_REJECTED}:
+        actions.append(("pay", _pay(state, cause)))
+        actions.append(("voucher_retry", {"voucher_id": vid, "attempt": attempt, "cause_id": cause}))
+    elif compensating:
+        if dispatched:
+            lines = [lid for lid, line in state["lines"].items() if not line["released"]]
+            if lines:
+                actions.append(("release", [(lid, state["lines"][lid]["sku"]) for lid in lines]))
+        released = not dispatched or all_released(state)
+        if PAID in types and released and SETTLING not in types:
+            actions.extend(_settle(state, 0, cause, now_ms))
+    elif PAID in types and not all_reported(state):
+        actions.append(("dispatch", pending_lines(state, now_ms, attempt)))
+        if DISPATCHED not in types:
+            actions.append(("emit", _event(state, DISPATCHED, cause, now_ms)))
+    elif PAID in types and SETTLING not in types:
+        actions.extend(_settle(state, state["fulfilled_amount"], cause, now_ms))
+    if SETTLING in types and SETTLED not in types:
+        actions.append(("voucher_retry", {"voucher_id": vid, "attempt": attempt, "cause_id": cause}))
+    if SETTLED in types:
+        actions.append(("emit", _final(state, cause, now_ms)))
+    return actions
+
+
+def reconcile_event(order_id: str, attempt: int, now_ms: int) -> OrderEvent:
+    """What the reconciler appends for an overdue order (one id per attempt)."""
+    return {
+        "event_id": event_id(order_id, RECONCILE, str(attempt)),
+        "type": RECONCILE,
+        "order_id": order_id,
+        "at_ms": now_ms,
+        "cause_id": "reconciler",
+        "attempt": attempt,
+    }
+
+
+def stage(state: Mapping[str, Any]) -> str:
+    """The stage an order is in, for the outstanding-requests table."""
+    types = set(state["types"])
+    for marker in (FAILING, CANCELLING, SETTLED, SETTLING):
+        if marker in types:
+            return marker
+    return str(state["status"])
 
 
 def _settle(state: Mapping[str, Any], credit: int, cause: str, now_ms: int

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.ops import outstanding as book
 from app.payments import logic
 from app.runtime import Runtime, now_ms
 
@@ -21,6 +22,8 @@ def register(rt: Runtime) -> None:
     app = rt.app
     account_by_id = rt.tables["account_by_id"]
     voucher_by_id = rt.tables["voucher_by_id"]
+    outstanding = rt.tables["outstanding_transfers"]
+    settings = rt.settings
     ledger_out = rt.topics["postroom.ledger"]
     vouchers_out = rt.topics["postroom.vouchers"]
     events_out = rt.topics["orders.events"]
@@ -61,6 +64,28 @@ def register(rt: Runtime) -> None:
         if fresh:
             state["last_event_id"] = event["event_id"]
             voucher_by_id[voucher_id] = state
+            if state.get("purpose") == logic.TRANSFER:
+                keep_outstanding(state, event)
+
+    def keep_outstanding(state: dict[str, Any], event: logic.VoucherEvent) -> None:
+        """Track a transfer in the outstanding table until it is terminal."""
+        voucher_id = state["voucher_id"]
+        entry = outstanding.get(voucher_id)
+        if state["status"] in logic.TRANSFER_TERMINAL:
+            if entry is not None:
+                del outstanding[voucher_id]
+            return
+        at = now_ms()
+        if event["type"] == logic.RETRY and entry is not None:
+            outstanding[voucher_id] = book.attempted(
+                entry, int(event.get("attempt") or 1), at, settings.reconcile_deadline_s,
+                settings.reconcile_backoff,
+            )
+            return
+        stage = "+".join(sorted(set(state["by_type"]) - {logic.RETRY}))
+        changed = book.track(entry, "transfer", stage, at, settings.reconcile_deadline_s)
+        if changed is not None:
+            outstanding[voucher_id] = changed
 
     @app.agent(rt.sources["postroom.ledger"], name="apply_ledger_commands")
     async def apply_ledger_commands(stream: Any) -> None:

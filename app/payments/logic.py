@@ -34,6 +34,7 @@ REDEEMED = "REDEEMED"
 CREDIT_FAILED = "CREDIT_FAILED"
 RETURNED = "RETURNED"
 SETTLE_REQUESTED = "SETTLE_REQUESTED"
+RETRY = "RETRY"
 
 TRANSFER, ORDER = "transfer", "order"
 
@@ -70,6 +71,7 @@ class VoucherEvent(TypedDict, total=False):
     refund: int | None
     ref: str | None
     reason: str | None
+    attempt: int | None
 
 
 def command_key(command_id: str) -> str:
@@ -235,12 +237,35 @@ def ledger_command(kind: str, account: str, amount: int, voucher: Mapping[str, A
     }
 
 
-def decide_voucher(state: Mapping[str, Any], event: VoucherEvent, now_ms: int
-                   ) -> list[tuple[str, Any]]:
+TRANSFER_TERMINAL = frozenset({T_COMPLETED, T_REJECTED, T_COMPENSATED})
+
+
+def retry_event(voucher_id: str, attempt: int, cause_id: str, now_ms: int) -> VoucherEvent:
+    """Ask a voucher to redo whichever step it has not heard back from."""
+    return {"event_id": f"{voucher_id}:{RETRY}:{attempt}", "type": RETRY,
+            "voucher_id": voucher_id, "at_ms": now_ms, "cause_id": cause_id, "attempt": attempt}
+
+
+def decide_retry(state: Mapping[str, Any], event: VoucherEvent, now_ms: int
+                 ) -> list[tuple[str, Any]]:
+    """Redo the voucher's pending step with the same ids (every receiver is idempotent)."""
+    have = set(state["by_type"])
+    out: list[tuple[str, Any]] = []
+    for step in (REQUESTED, ISSUED, DEBIT_REJECTED, CREDIT_FAILED, SETTLE_REQUESTED):
+        if step in have:
+            original = next(e for e in state["events"] if e["type"] == step)
+            out.extend(decide_voucher(state, original, now_ms, cause=event["event_id"]))  # type: ignore[arg-type]
+    return out
+
+
+def decide_voucher(state: Mapping[str, Any], event: VoucherEvent, now_ms: int,
+                   cause: str = "") -> list[tuple[str, Any]]:
     """The next step after ``event``: ``("ledger", command)`` or ``("order", order_event)``."""
     kind = event["type"]
+    if kind == RETRY:
+        return decide_retry(state, event, now_ms)
     have = set(state["by_type"])
-    cause = event["event_id"]
+    cause = cause or event["event_id"]
     purpose = state.get("purpose")
     out: list[tuple[str, Any]] = []
     if kind == REQUESTED and not have & {ISSUED, DEBIT_REJECTED}:

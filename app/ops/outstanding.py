@@ -1,0 +1,70 @@
+"""Pure bookkeeping of outstanding requests: what is not terminal, since when, due when.
+
+An entry is written when a request reaches a new stage and deleted when it is terminal; the
+reconciler reads them on a timer and asks the owner of each overdue one to redo its stage.
+Deadlines back off: a request re-dispatched ``n`` times is next due after
+``deadline_s * backoff ** n``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def track(
+    entry: Mapping[str, Any] | None,
+    kind: str,
+    stage: str,
+    now_ms: int,
+    deadline_s: float,
+    accepted_at_ms: int | None = None,
+) -> dict[str, Any] | None:
+    """The entry after a request reached ``stage``; None when nothing changed."""
+    if entry is not None and entry.get("stage") == stage:
+        return None
+    attempts = int(entry.get("attempts", 0)) if entry else 0
+    return {
+        "kind": kind,
+        "accepted_at_ms": (entry or {}).get("accepted_at_ms") or accepted_at_ms or now_ms,
+        "stage": stage,
+        "stage_at_ms": now_ms,
+        "deadline_ms": now_ms + int(deadline_s * 1000),
+        "attempts": attempts,
+    }
+
+
+def attempted(
+    entry: Mapping[str, Any], attempt: int, now_ms: int, deadline_s: float, backoff: float
+) -> dict[str, Any]:
+    """The entry after its ``attempt``-th re-dispatch: counted, next deadline backed off."""
+    attempts = max(int(entry.get("attempts", 0)), attempt)
+    return {
+        **entry,
+        "attempts": attempts,
+        "deadline_ms": now_ms + int(deadline_s * 1000 * backoff**attempts),
+    }
+
+
+def overdue(entries: Iterable[tuple[str, Mapping[str, Any]]], now_ms: int
+            ) -> list[tuple[str, Mapping[str, Any]]]:
+    """The entries whose deadline has passed, oldest deadline first."""
+    late = [(key, e) for key, e in entries if int(e["deadline_ms"]) <= now_ms]
+    return sorted(late, key=lambda item: int(item[1]["deadline_ms"]))
+
+
+def summary(entries: Iterable[Mapping[str, Any]], now_ms: int) -> dict[str, Any]:
+    """Outstanding and overdue counts and the age of the oldest outstanding request."""
+    count = late = 0
+    oldest: int | None = None
+    for e in entries:
+        count += 1
+        if int(e["deadline_ms"]) <= now_ms:
+            late += 1
+        accepted = int(e["accepted_at_ms"])
+        oldest = accepted if oldest is None else min(oldest, accepted)
+    return {
+        "outstanding": count,
+        "overdue": late,
+        "oldest_outstanding_age_s": None if oldest is None else max(0.0, (now_ms - oldest) / 1000),
+    }
