@@ -12,12 +12,26 @@ import pytest
 
 from tests.support import Worker
 
+BROKER: dict[str, str] = {}
+FIGURES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in FIGURES:
+        terminalreporter.write_line(line)
+    if BROKER:
+        terminalreporter.write_line(
+            f"integration tests ran against a real Kafka broker: {BROKER['bootstrap']} "
+            f"({BROKER['origin']})"
+        )
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """A real broker: ``POSTROOM_KAFKA_BOOTSTRAP`` if set, else one started here and stopped after."""
     external = os.environ.get("POSTROOM_KAFKA_BOOTSTRAP")
     if external:
+        BROKER.update(bootstrap=external, origin="POSTROOM_KAFKA_BOOTSTRAP")
         yield external
         return
     from app import localkafka
@@ -29,7 +43,8 @@ def kafka_bootstrap() -> Iterator[str]:
         )
     except Exception as exc:  # never skip: a missing broker fails the run
         pytest.fail(f"could not start the test Kafka broker: {exc}", pytrace=False)
-    print(f"\n[postroom tests] real Kafka broker {bootstrap} (data {data_dir})")
+    BROKER.update(bootstrap=bootstrap, origin=f"Apache Kafka {localkafka.kafka_version()} "
+                  "KRaft started by this test session")
     try:
         yield bootstrap
     finally:
@@ -50,6 +65,17 @@ def make_worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., 
     yield factory
     for worker in made:
         worker.stop()
+
+
+@pytest.fixture
+def report() -> Callable[[str], None]:
+    """Print a figure in the run's summary (the outcome numbers a test measured)."""
+
+    def add(line: str) -> None:
+        print(line)
+        FIGURES.append(line)
+
+    return add
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from app.orders import logic
 from app.producer import producer_config
-from tests.support import Worker, consume_all, wait_for
+from tests.support import Worker, consume_all, decode_events, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +145,7 @@ def test_cancelling_before_and_after_reservation_restores_stock_and_money(
 
 
 def test_randomized_money_and_stock_are_conserved_under_duplicates(
-    make_worker: Callable[..., Worker],
+    make_worker: Callable[..., Worker], report: Callable[[str], None],
 ) -> None:
     rng = random.Random(20261122)
     worker = make_worker(POSTROOM_MERGE_MAX_WAIT_MS="50")
@@ -212,13 +213,22 @@ def test_randomized_money_and_stock_are_conserved_under_duplicates(
         assert s["on_hand"] + s["reserved"] == on_hand, (sku, s)
         assert s["on_hand"] >= 0
         stock_ok += 1
-    print(
-        f"\n[randomized] orders={len(orders)} {statuses} transfers={len(transfers)} "
+    report(
+        f"[randomized] orders={len(orders)} {statuses} transfers={len(transfers)} "
         f"{transfer_statuses} duplicates replayed={len(replayed)} "
         f"deposited={book['deposited']} balances={book['balances']} "
         f"held_in_vouchers={book['held_in_vouchers']} negative={book['negative_balances']} "
         f"skus conserved={stock_ok}/{len(skus)}"
     )
+    # Invariant 5: replaying orders.events from the start rebuilds the same order projection.
+    rebuilt: dict[str, dict[str, Any]] = {}
+    for event in decode_events(consume_all(worker.bootstrap, worker.topic("orders.events"),
+                                           timeout=10)):
+        state = rebuilt.setdefault(event["order_id"], logic.new_state(event["order_id"]))
+        logic.apply_event(state, {k: v for k, v in event.items() if v is not None})  # type: ignore[arg-type]
+    for order_id in orders:
+        served = worker.get(f"/orders/{order_id}").body
+        assert logic.public_view(rebuilt[order_id]) == served, order_id
     assert book["deposited"] == deposits
     assert book["balances"] + book["held_in_vouchers"] == deposits
     assert book["negative_balances"] == 0

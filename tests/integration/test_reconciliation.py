@@ -41,7 +41,7 @@ def reserved_vs_fulfilled(worker: Worker, views: list[dict[str, Any]], skus: dic
 
 
 def test_dropped_batches_are_redispatched_until_every_order_ends(
-    make_worker: Callable[..., Worker],
+    make_worker: Callable[..., Worker], report: Callable[[str], None],
 ) -> None:
     worker = make_worker(POSTROOM_FAULT_DROP_BATCH_RATIO="0.2",
                          POSTROOM_RECONCILE_MAX_ATTEMPTS="20", **FAST_RECONCILE)
@@ -58,7 +58,7 @@ def test_dropped_batches_are_redispatched_until_every_order_ends(
     dropped = worker.get("/metrics").body
     drops = sum(float(line.split()[-1]) for line in dropped.splitlines()
                 if line.startswith("postroom_faults_injected_total"))
-    print(f"\n[drop 20%] orders={len(orders)} batches dropped={drops:.0f} "
+    report(f"[drop 20%] orders={len(orders)} batches dropped={drops:.0f} "
           f"re-dispatched={report['redispatched']} statuses="
           f"{sorted({v['status'] for v in views})}")
     assert drops > 0 and report["redispatched"]["order"] > 0
@@ -90,7 +90,7 @@ def test_orders_fail_and_are_refunded_when_fulfillment_never_answers(
 
 
 def test_a_killed_worker_loses_no_order_and_doubles_no_reservation(
-    make_worker: Callable[..., Worker],
+    make_worker: Callable[..., Worker], report: Callable[[str], None],
 ) -> None:
     worker = make_worker(POSTROOM_RECONCILE_DEADLINE_S="5", POSTROOM_MERGE_MAX_WAIT_MS="20")
     skus = {"kill-a": 300, "kill-b": 150}
@@ -129,7 +129,7 @@ def test_a_killed_worker_loses_no_order_and_doubles_no_reservation(
     duplicated = sum(max(0, reserved - fulfilled) for reserved, fulfilled, _ in per_sku.values())
     completed = sum(v["status"] in ("COMPLETED", "PARTIALLY_FULFILLED") for v in views)
     book = worker.get("/ledger").body
-    print(f"\n[SIGKILL] accepted={len(order_ids)} completed={completed} "
+    report(f"[SIGKILL] accepted={len(order_ids)} completed={completed} "
           f"other terminal={len(views) - completed} lost={lost} duplicated={duplicated} "
           f"per sku (reserved, fulfilled, total)={per_sku} "
           f"money: deposited={book['deposited']} balances+held={book['balances'] + book['held_in_vouchers']}")
