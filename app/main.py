@@ -9,7 +9,7 @@ import faust
 from app.codecs import register_faust_codecs
 from app.fulfillment import agents as fulfillment_agents
 from app.fulfillment import views as fulfillment_views
-from app.ops import reconcile
+from app.ops import backlog, reconcile
 from app.ops import views as ops_views
 from app.ops.metrics import Metrics
 from app.orders import agents as order_agents
@@ -19,22 +19,7 @@ from app.payments import views as payment_views
 from app.producer import AckedProducer
 from app.runtime import Runtime
 from app.settings import Settings, load_settings
-from app.topology import effective, load_topology
-
-# Topics an agent consumes (raw bytes: the agent decodes, so a bad message is parked, not fatal).
-CONSUMED = ("orders.requests", "orders.events", "postroom.catalog", "postroom.lines",
-            "postroom.batches", "postroom.ledger", "postroom.vouchers")
-# Tables: name -> the topic whose partitions they follow.
-TABLES = {
-    "request_by_order": "orders.requests",
-    "order_by_id": "orders.events",
-    "stock_by_sku": "postroom.batches",
-    "account_by_id": "postroom.ledger",
-    "voucher_by_id": "postroom.vouchers",
-    "outstanding_orders": "orders.events",
-    "outstanding_transfers": "postroom.vouchers",
-}
-GLOBAL_TABLES = {"price_by_sku": "postroom.catalog"}
+from app.topology import CONSUMED, GLOBAL_TABLES, TABLES, effective, load_topology
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
@@ -118,6 +103,7 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
     payment_views.register(rt)
     ops_views.register(rt)
     reconcile.register(rt)
+    backlog.register(rt)
 
     def close_frontdesk(sender: Any, *args: Any, **kwargs: Any) -> None:
         if rt.producer is not None:

@@ -18,6 +18,21 @@ from app.settings import Settings
 
 TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topology"
 
+# Topics an agent consumes (raw bytes: the agent decodes, so a bad message is parked, not fatal).
+CONSUMED = ("orders.requests", "orders.events", "postroom.catalog", "postroom.lines",
+            "postroom.batches", "postroom.ledger", "postroom.vouchers")
+# Tables: name -> the topic whose partitions they follow.
+TABLES = {
+    "request_by_order": "orders.requests",
+    "order_by_id": "orders.events",
+    "stock_by_sku": "postroom.batches",
+    "account_by_id": "postroom.ledger",
+    "voucher_by_id": "postroom.vouchers",
+    "outstanding_orders": "orders.events",
+    "outstanding_transfers": "postroom.vouchers",
+}
+GLOBAL_TABLES = {"price_by_sku": "postroom.catalog"}
+
 
 @dataclass(frozen=True)
 class TopicSpec:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from app.main import CONSUMED
 from app.ops.lag import LagReader, lag_by_topic
 from app.producer import producer_config
+from app.topology import CONSUMED
 from tests.support import ROOT, Worker, call, wait_for
 
 pytestmark = pytest.mark.integration

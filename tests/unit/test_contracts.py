@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from app import codecs, topology
-from app.main import CONSUMED, GLOBAL_TABLES, TABLES
 from app.settings import APP_NAME, Secret, load_settings
+from app.topology import CONSUMED, GLOBAL_TABLES, TABLES
 
 SCHEMAS = Path(codecs.SCHEMA_DIR)
 
