@@ -128,6 +128,13 @@ def register(rt: Runtime) -> None:
     @app.page("/transfers")
     class Transfers(View):  # type: ignore[misc]
         async def post(self, request: Any) -> Any:
+            throttle = rt.extras.get("throttle")
+            verdict = throttle() if throttle is not None else None
+            if verdict is not None:
+                rt.metrics.requests_refused.labels(str(verdict.status)).inc()
+                return error(self, verdict.status, "throttled", verdict.reason,
+                             headers={"Retry-After": str(verdict.retry_after_s)})
+
             async def handle() -> Any:
                 body = await read_json(request, settings.max_body_bytes)
                 if not isinstance(body, dict):
