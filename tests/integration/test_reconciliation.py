@@ -54,14 +54,14 @@ def test_dropped_batches_are_redispatched_until_every_order_ends(
         for i in range(60)
     ]
     views = [worker.wait_terminal(o, timeout=120) for o in orders]
-    report = worker.get("/reconciliation").body
+    books = worker.get("/reconciliation").body
     dropped = worker.get("/metrics").body
     drops = sum(float(line.split()[-1]) for line in dropped.splitlines()
                 if line.startswith("postroom_faults_injected_total"))
     report(f"[drop 20%] orders={len(orders)} batches dropped={drops:.0f} "
-          f"re-dispatched={report['redispatched']} statuses="
+          f"re-dispatched={books['redispatched']} statuses="
           f"{sorted({v['status'] for v in views})}")
-    assert drops > 0 and report["redispatched"]["order"] > 0
+    assert drops > 0 and books["redispatched"]["order"] > 0
     assert all(v["status"] in ("COMPLETED", "PARTIALLY_FULFILLED") for v in views)
     for sku, (reserved, fulfilled, total) in reserved_vs_fulfilled(worker, views, skus).items():
         assert reserved == fulfilled, f"{sku}: reserved {reserved} but orders got {fulfilled}"
@@ -84,8 +84,8 @@ def test_orders_fail_and_are_refunded_when_fulfillment_never_answers(
     assert (view["charged"], view["refunded"]) == (0, 600)
     assert worker.balance("jack") == 1_000
     assert worker.get("/inventory/never-1").body["on_hand"] == 5
-    report = worker.get("/reconciliation").body
-    assert report["failed"] == 1 and report["outstanding"] == 0
+    books = worker.get("/reconciliation").body
+    assert books["failed"] == 1 and books["outstanding"] == 0
     assert "postroom_reconcile_failed 1.0" in worker.get("/metrics").body
 
 
