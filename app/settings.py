@@ -57,10 +57,11 @@ class Settings:
     # Payments
     merchant_account: str = "merchant"
     # Reconciliation
-    reconcile_interval_s: float = 1.0
+    reconcile_interval_s: float = 2.0
     reconcile_deadline_s: float = 30.0  # a stage not heard back from within this is overdue
     reconcile_max_attempts: int = 5  # then the order is FAILED and compensated
     reconcile_backoff: float = 2.0  # the n-th redo waits deadline * backoff ** n
+    reconcile_pause_lag: int = 5_000  # no re-dispatch while the consumers are this far behind
     # Throttling
     throttle_max_lag: int = 20_000
     throttle_max_oldest_age_s: float = 60.0

@@ -1,7 +1,8 @@
 """Pure bookkeeping of outstanding requests: what is not terminal, since when, due when.
 
-An entry is written when a request reaches a new stage and deleted when it is terminal; the
-reconciler reads them on a timer and asks the owner of each overdue one to redo its stage.
+An entry is written when a request is accepted and deleted when it is terminal (and updated
+when it is re-dispatched); the reconciler reads them on a timer and asks the owner of each one
+that is overdue and has stalled to redo its stage.
 Deadlines back off: a request re-dispatched ``n`` times is next due after
 ``deadline_s * backoff ** n``.
 """
@@ -51,6 +52,21 @@ def overdue(entries: Iterable[tuple[str, Mapping[str, Any]]], now_ms: int
     """The entries whose deadline has passed, oldest deadline first."""
     late = [(key, e) for key, e in entries if int(e["deadline_ms"]) <= now_ms]
     return sorted(late, key=lambda item: int(item[1]["deadline_ms"]))
+
+
+def stalled(entry: Mapping[str, Any], last_progress_ms: int | None, now_ms: int,
+            deadline_s: float, backoff: float) -> bool:
+    """Whether an overdue request has also made no progress for its (backed-off) deadline.
+
+    The entry's deadline counts from acceptance; a request that is still moving (its last
+    event is recent) is slow, not lost, and is left alone.
+    """
+    if int(entry["deadline_ms"]) > now_ms:
+        return False
+    if last_progress_ms is None:
+        return True
+    wait_ms = deadline_s * 1000 * backoff ** int(entry.get("attempts", 0))
+    return now_ms - last_progress_ms >= wait_ms
 
 
 def summary(entries: Iterable[Mapping[str, Any]], now_ms: int) -> dict[str, Any]:

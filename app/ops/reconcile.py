@@ -2,16 +2,23 @@
 
 The owners of each request keep it in an outstanding table until it is terminal (see
 :mod:`app.ops.outstanding`). Every ``POSTROOM_RECONCILE_INTERVAL_S`` each worker scans its
-own partitions of those tables and, for every request past its deadline, appends a request
-to redo the missing stage with the same ids: a ``RECONCILE`` event for an order (its saga
+own partitions of those tables (in chunks, yielding to the event loop) and, for every request
+past its deadline that has also made no progress for that long, appends a request to redo
+the missing stage with the same ids: a ``RECONCILE`` event for an order (its saga
 re-sends the payment, the lines that never reported, or the settlement, and after
 ``POSTROOM_RECONCILE_MAX_ATTEMPTS`` gives up: ``FAILED``, stock released, money refunded),
 a ``RETRY`` step for a transfer (retried with backoff; never given up, because a refund
 racing a late credit would create money). The receivers are idempotent, so a redo is safe.
+
+While the consumers are behind (total lag above ``POSTROOM_RECONCILE_PAUSE_LAG``) nothing is
+re-dispatched: a backlog is slow, not lost, and redoing queued work would only deepen it. The
+scan's summary (outstanding, overdue, the oldest accepted time) is kept for ``GET
+/reconciliation``, the metrics and the throttle, so none of them reads the tables again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -23,21 +30,46 @@ from app.orders.logic import reconcile_event
 from app.payments.logic import retry_event
 from app.runtime import Runtime, now_ms
 
+SCAN_CHUNK = 500  # entries between yields to the event loop during a scan
+
 
 def _key(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+def last_progress_ms(state: dict[str, Any] | None) -> int | None:
+    """When a request last moved: the time of its newest event."""
+    events = (state or {}).get("events") or []
+    return max((int(e["at_ms"]) for e in events), default=None)
+
+
+async def scan(table: Any, now: int) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+    """One pass over a table's local partitions: the overdue entries and the summary."""
+    entries: list[tuple[str, dict[str, Any]]] = []
+    for i, (raw, entry) in enumerate(table.items()):
+        entries.append((_key(raw), entry))
+        if i % SCAN_CHUNK == SCAN_CHUNK - 1:
+            await asyncio.sleep(0)  # a large backlog must not stall the web server
+    summary = book.summary((e for _, e in entries), now)
+    oldest = min((int(e["accepted_at_ms"]) for _, e in entries), default=None)
+    summary["oldest_accepted_ms"] = oldest
+    return [(k, dict(e)) for k, e in book.overdue(entries, now)], summary
+
+
 def register(rt: Runtime) -> None:
     app = rt.app
     settings = rt.settings
-    orders = rt.tables["outstanding_orders"]
-    transfers = rt.tables["outstanding_transfers"]
+    tables = {
+        "order": (rt.tables["outstanding_orders"], rt.tables["order_by_id"]),
+        "transfer": (rt.tables["outstanding_transfers"], rt.tables["voucher_by_id"]),
+    }
     events_out = rt.topics["orders.events"]
     vouchers_out = rt.topics["postroom.vouchers"]
     registry = rt.metrics.registry
     redispatched = Counter("postroom_reconcile_redispatched", "Overdue requests re-dispatched",
                            ["kind"], registry=registry)
+    paused = Counter("postroom_reconcile_paused", "Reconciliation rounds skipped while the "
+                     "consumers are behind (a backlog is slow, not lost)", registry=registry)
     outstanding_gauge = Gauge("postroom_outstanding", "Requests not yet terminal", ["kind"],
                               registry=registry)
     overdue_gauge = Gauge("postroom_overdue", "Outstanding requests past their deadline",
@@ -47,29 +79,31 @@ def register(rt: Runtime) -> None:
     failed_gauge = Gauge("postroom_reconcile_failed", "Orders given up by reconciliation",
                          registry=registry)
     recently: dict[str, float] = {}  # "<id>:<attempt>" -> when sent; one send per attempt
+    last: dict[str, Any] = {"summaries": {}, "scanned_at_ms": None}
+
+    def oldest_outstanding_age_s() -> float | None:
+        oldest = [s["oldest_accepted_ms"] for s in last["summaries"].values()
+                  if s.get("oldest_accepted_ms") is not None]
+        return max(0.0, (now_ms() - min(oldest)) / 1000) if oldest else None
 
     def books() -> dict[str, Any]:
-        now = now_ms()
-        per_kind = {
-            "orders": book.summary(orders.values(), now),
-            "transfers": book.summary(transfers.values(), now),
-        }
-        ages = [s["oldest_outstanding_age_s"] for s in per_kind.values()
-                if s["oldest_outstanding_age_s"] is not None]
+        per_kind = {kind: {k: v for k, v in s.items() if k != "oldest_accepted_ms"}
+                    for kind, s in last["summaries"].items()}
         failed = rt.metrics.orders_terminal.labels("FAILED")._value.get()
         return {
             "outstanding": sum(s["outstanding"] for s in per_kind.values()),
             "overdue": sum(s["overdue"] for s in per_kind.values()),
-            "redispatched": {k: int(redispatched.labels(k)._value.get())
-                             for k in ("order", "transfer")},
+            "redispatched": {k: int(redispatched.labels(k)._value.get()) for k in tables},
             "failed": int(failed),
-            "oldest_outstanding_age_s": max(ages) if ages else None,
+            "oldest_outstanding_age_s": oldest_outstanding_age_s(),
             "by_kind": per_kind,
+            "scanned_at_ms": last["scanned_at_ms"],
             "settings": {
                 "interval_s": settings.reconcile_interval_s,
                 "deadline_s": settings.reconcile_deadline_s,
                 "backoff": settings.reconcile_backoff,
                 "max_attempts": settings.reconcile_max_attempts,
+                "pause_lag": settings.reconcile_pause_lag,
             },
         }
 
@@ -81,40 +115,52 @@ def register(rt: Runtime) -> None:
         oldest_gauge.set(report["oldest_outstanding_age_s"] or 0)
         failed_gauge.set(report["failed"])
 
-    def oldest_outstanding_age_s() -> float | None:
-        ages = [book.summary(t.values(), now_ms())["oldest_outstanding_age_s"]
-                for t in (orders, transfers)]
-        known = [a for a in ages if a is not None]
-        return max(known) if known else None
+    def behind() -> bool:
+        backlog = rt.extras.get("backlog")
+        if backlog is None or not backlog.fresh():
+            return False
+        lag = backlog.total_lag()
+        return lag is not None and lag > settings.reconcile_pause_lag
 
     rt.extras["oldest_outstanding_age_s"] = oldest_outstanding_age_s
     rt.extras.setdefault("metrics_refreshers", []).append(refresh_metrics)
 
+    async def redispatch(kind: str, key: str, attempt: int, now: int) -> None:
+        if kind == "order":
+            await events_out.send(key=key.encode(), value=reconcile_event(key, attempt, now))
+        else:
+            retry = retry_event(key, attempt, "reconciler", now)
+            await vouchers_out.send(key=key.encode(), value=retry)
+
     @app.timer(settings.reconcile_interval_s)
     async def reconcile_overdue() -> None:
-        """Ask the owner of every overdue request to redo its stage."""
+        """Ask the owner of every stalled, overdue request to redo its stage."""
         if app.rebalancing:
             return
         now = now_ms()
+        late: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for kind, (outstanding, _) in tables.items():
+            late[kind], last["summaries"][kind] = await scan(outstanding, now)
+        last["scanned_at_ms"] = now
+        if behind():
+            paused.inc()
+            return
         clock = time.monotonic()
         for stale in [k for k, t in recently.items() if clock - t > 600]:
             del recently[stale]
-        for raw, entry in book.overdue(list(orders.items()), now):
-            order_id, attempt = _key(raw), int(entry.get("attempts", 0)) + 1
-            if f"{order_id}:{attempt}" in recently:
-                continue
-            await events_out.send(key=order_id.encode(),
-                                  value=reconcile_event(order_id, attempt, now))
-            recently[f"{order_id}:{attempt}"] = clock
-            redispatched.labels("order").inc()
-        for raw, entry in book.overdue(list(transfers.items()), now):
-            voucher_id, attempt = _key(raw), int(entry.get("attempts", 0)) + 1
-            if f"{voucher_id}:{attempt}" in recently:
-                continue
-            retry = retry_event(voucher_id, attempt, "reconciler", now)
-            await vouchers_out.send(key=voucher_id.encode(), value=retry)
-            recently[f"{voucher_id}:{attempt}"] = clock
-            redispatched.labels("transfer").inc()
+        for kind, entries in late.items():
+            states = tables[kind][1]
+            for key, entry in entries:
+                attempt = int(entry.get("attempts", 0)) + 1
+                if f"{key}:{attempt}" in recently:
+                    continue
+                progress = last_progress_ms(states.get(key))
+                if not book.stalled(entry, progress, now, settings.reconcile_deadline_s,
+                                    settings.reconcile_backoff):
+                    continue
+                await redispatch(kind, key, attempt, now)
+                recently[f"{key}:{attempt}"] = clock
+                redispatched.labels(kind).inc()
 
     @app.page("/reconciliation")
     class Reconciliation(View):  # type: ignore[misc]

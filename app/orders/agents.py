@@ -76,26 +76,23 @@ def register(rt: Runtime) -> None:
         await events_out.send(key=order_id.encode(), value=decision)
 
     def keep_outstanding(state: dict[str, Any], event: OrderEvent) -> None:
-        """Track the order in the outstanding table until it is terminal."""
+        """Track the order in the outstanding table from acceptance until it is terminal."""
         order_id = state["order_id"]
-        entry = outstanding.get(order_id)
         if state["status"] in logic.TERMINAL:
-            if entry is not None:
+            if outstanding.get(order_id) is not None:
                 del outstanding[order_id]
             return
-        if logic.ACCEPTED not in state["types"]:
-            return
-        at = now_ms()
-        if event["type"] == logic.RECONCILE and entry is not None:
-            outstanding[order_id] = book.attempted(
-                entry, int(event.get("attempt") or 1), at, settings.reconcile_deadline_s,
-                settings.reconcile_backoff,
-            )
-            return
-        changed = book.track(entry, "order", logic.stage(state), at, settings.reconcile_deadline_s,
-                             state.get("requested_at_ms"))
-        if changed is not None:
-            outstanding[order_id] = changed
+        if event["type"] == logic.RECONCILE:
+            entry = outstanding.get(order_id)
+            if entry is not None:
+                outstanding[order_id] = book.attempted(
+                    entry, int(event.get("attempt") or 1), now_ms(),
+                    settings.reconcile_deadline_s, settings.reconcile_backoff,
+                )
+        elif event["type"] == logic.ACCEPTED:
+            entry = book.track(None, "order", logic.ACCEPTED, now_ms(),
+                               settings.reconcile_deadline_s, state.get("requested_at_ms"))
+            outstanding[order_id] = entry
 
     async def saga_step(msg: Any) -> None:
         order_event: OrderEvent = rt.decode("orders.events", msg.value)

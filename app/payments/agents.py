@@ -68,24 +68,20 @@ def register(rt: Runtime) -> None:
                 keep_outstanding(state, event)
 
     def keep_outstanding(state: dict[str, Any], event: logic.VoucherEvent) -> None:
-        """Track a transfer in the outstanding table until it is terminal."""
+        """Track a transfer in the outstanding table from its request until it is terminal."""
         voucher_id = state["voucher_id"]
         entry = outstanding.get(voucher_id)
         if state["status"] in logic.TRANSFER_TERMINAL:
             if entry is not None:
                 del outstanding[voucher_id]
-            return
-        at = now_ms()
-        if event["type"] == logic.RETRY and entry is not None:
+        elif event["type"] == logic.RETRY and entry is not None:
             outstanding[voucher_id] = book.attempted(
-                entry, int(event.get("attempt") or 1), at, settings.reconcile_deadline_s,
+                entry, int(event.get("attempt") or 1), now_ms(), settings.reconcile_deadline_s,
                 settings.reconcile_backoff,
             )
-            return
-        stage = "+".join(sorted(set(state["by_type"]) - {logic.RETRY}))
-        changed = book.track(entry, "transfer", stage, at, settings.reconcile_deadline_s)
-        if changed is not None:
-            outstanding[voucher_id] = changed
+        elif entry is None:
+            outstanding[voucher_id] = book.track(None, "transfer", logic.T_PENDING, now_ms(),
+                                                 settings.reconcile_deadline_s)
 
     @app.agent(rt.sources["postroom.ledger"], name="apply_ledger_commands")
     async def apply_ledger_commands(stream: Any) -> None:

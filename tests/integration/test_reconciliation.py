@@ -84,8 +84,9 @@ def test_orders_fail_and_are_refunded_when_fulfillment_never_answers(
     assert (view["charged"], view["refunded"]) == (0, 600)
     assert worker.balance("jack") == 1_000
     assert worker.get("/inventory/never-1").body["on_hand"] == 5
-    books = worker.get("/reconciliation").body
-    assert books["failed"] == 1 and books["outstanding"] == 0
+    books = wait_for(lambda: (b := worker.get("/reconciliation").body)["outstanding"] == 0 and b,
+                     timeout=10, what="the outstanding table to empty")
+    assert books["failed"] == 1
     assert "postroom_reconcile_failed 1.0" in worker.get("/metrics").body
 
 

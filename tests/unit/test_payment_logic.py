@@ -96,3 +96,11 @@ def test_outstanding_deadlines_back_off_per_attempt() -> None:
     assert [k for k, _ in late] == ["a"]
     report = outstanding.summary([entry, later], now_ms=3_000)
     assert report == {"outstanding": 2, "overdue": 1, "oldest_outstanding_age_s": 3.0}
+
+
+def test_an_overdue_request_that_still_moves_is_not_stalled() -> None:
+    entry = {"deadline_ms": 1_000, "attempts": 1, "accepted_at_ms": 0}
+    assert not outstanding.stalled({**entry, "deadline_ms": 9_000}, None, 5_000, 1, 2)
+    assert outstanding.stalled(entry, None, 5_000, deadline_s=1, backoff=2)
+    assert not outstanding.stalled(entry, 4_000, 5_000, deadline_s=1, backoff=2)  # moved 1 s ago
+    assert outstanding.stalled(entry, 3_000, 5_000, deadline_s=1, backoff=2)  # quiet for 2 s
