@@ -41,8 +41,9 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "table_standby_replicas": 0,
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
-        "producer_linger": 0.002,
-        "broker_commit_interval": 1.0,
+        "producer_linger": settings.producer_linger_ms / 1000,
+        "producer_max_batch_size": 256 * 1024,
+        "broker_commit_interval": settings.commit_interval_s,
         "key_serializer": "raw",
         "value_serializer": "raw",
         "autodiscover": False,
@@ -89,11 +90,12 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
             recovery_buffer_size=1,
         )
 
-    from faust.sensors.prometheus import setup_prometheus_sensors
+    if settings.prometheus_sensor:
+        from faust.sensors.prometheus import setup_prometheus_sensors
 
-    setup_prometheus_sensors(
-        app, pattern="/metrics/faust", registry=metrics.registry, name_prefix="postroom_faust"
-    )
+        setup_prometheus_sensors(
+            app, pattern="/metrics/faust", registry=metrics.registry, name_prefix="postroom_faust"
+        )
 
     order_agents.register(rt)
     fulfillment_agents.register(rt)

@@ -45,6 +45,9 @@ class Settings:
     # Worker
     data_dir: Path = Path(".data/worker")
     store: str = "rocksdb://"
+    producer_linger_ms: int = 2  # Faust's producer: how long a batch may wait to fill
+    commit_interval_s: float = 1.0  # how often consumed offsets are committed
+    prometheus_sensor: bool = True  # Faust's own per-event metrics on /metrics
     # Web
     web_host: str = "127.0.0.1"
     web_port: int = 6066
