@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.codecs import avro_decode
+from app.codecs import AVRO_CONTENT_TYPE, avro_decode, avro_encode
 from app.deadletter import deadletter_headers
 from app.errors import InvalidEvent
 from app.ops.metrics import Metrics
@@ -48,6 +48,18 @@ class Runtime:
         if payload is None:
             raise InvalidEvent("empty message (no value)", code="undecodable")
         return avro_decode(self.schemas(declared), payload)
+
+    async def publish(self, declared: str, key: str, value: Any) -> tuple[int, int]:
+        """Append an Avro record to a declared topic and wait for Kafka's acknowledgement.
+
+        Used by the web views (the front desk's producer); raises ``NotAcknowledged``.
+        """
+        assert self.producer is not None, "the front desk's producer is not started"
+        return await self.producer.send(
+            self.topic_name(declared), key=key.encode(),
+            value=avro_encode(self.schemas(declared), value),
+            headers=[("content-type", AVRO_CONTENT_TYPE)],
+        )
 
     async def handle(self, message: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
         """Run ``handler`` on one message; a message it cannot process is parked, not lost.

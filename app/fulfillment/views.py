@@ -7,7 +7,6 @@ from typing import Any
 
 from faust.web import View
 
-from app.codecs import AVRO_CONTENT_TYPE, avro_encode
 from app.errors import InvalidRequest, NotAcknowledged
 from app.fulfillment.logic import public_stock
 from app.models import CatalogEntry
@@ -20,7 +19,6 @@ def register(rt: Runtime) -> None:
     app = rt.app
     settings = rt.settings
     stock_by_sku = rt.tables["stock_by_sku"]
-    catalog_topic = rt.topic_name("postroom.catalog")
 
     @app.page("/inventory/{sku}")
     class Inventory(View):  # type: ignore[misc]
@@ -61,14 +59,8 @@ def register(rt: Runtime) -> None:
                 "price": price,
                 "at_ms": now_ms(),
             }
-            assert rt.producer is not None
             try:
-                await rt.producer.send(
-                    catalog_topic,
-                    key=sku.encode(),
-                    value=avro_encode(rt.schemas("postroom.catalog"), entry),
-                    headers=[("content-type", AVRO_CONTENT_TYPE)],
-                )
+                await rt.publish("postroom.catalog", sku, entry)
             except NotAcknowledged as exc:
                 return error(self, 503, "unavailable", str(exc), headers={"Retry-After": "1"})
             return self.json(

@@ -47,6 +47,39 @@ def attempted(
     }
 
 
+def follow(
+    entry: Mapping[str, Any] | None,
+    *,
+    kind: str,
+    started: bool,
+    terminal: bool,
+    attempt: int | None,
+    now_ms: int,
+    deadline_s: float,
+    backoff: float,
+    accepted_at_ms: int | None = None,
+) -> tuple[str, dict[str, Any] | None]:
+    """What a request's event does to its entry: ``("put", entry)``, ``("delete", None)``
+    or ``("keep", None)``. Started requests get an entry, re-dispatches count, terminal
+    ones are removed."""
+    if terminal:
+        return ("delete", None) if entry is not None else ("keep", None)
+    if attempt is not None and entry is not None:
+        return "put", attempted(entry, attempt, now_ms, deadline_s, backoff)
+    if started and entry is None:
+        return "put", track(None, kind, "OPEN", now_ms, deadline_s, accepted_at_ms)
+    return "keep", None
+
+
+def apply(table: Any, key: str, decision: tuple[str, dict[str, Any] | None]) -> None:
+    """Carry out :func:`follow`'s decision on an outstanding table."""
+    action, entry = decision
+    if action == "put":
+        table[key] = entry
+    elif action == "delete":
+        del table[key]
+
+
 def overdue(entries: Iterable[tuple[str, Mapping[str, Any]]], now_ms: int
             ) -> list[tuple[str, Mapping[str, Any]]]:
     """The entries whose deadline has passed, oldest deadline first."""

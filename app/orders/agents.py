@@ -78,21 +78,15 @@ def register(rt: Runtime) -> None:
     def keep_outstanding(state: dict[str, Any], event: OrderEvent) -> None:
         """Track the order in the outstanding table from acceptance until it is terminal."""
         order_id = state["order_id"]
-        if state["status"] in logic.TERMINAL:
-            if outstanding.get(order_id) is not None:
-                del outstanding[order_id]
-            return
-        if event["type"] == logic.RECONCILE:
-            entry = outstanding.get(order_id)
-            if entry is not None:
-                outstanding[order_id] = book.attempted(
-                    entry, int(event.get("attempt") or 1), now_ms(),
-                    settings.reconcile_deadline_s, settings.reconcile_backoff,
-                )
-        elif event["type"] == logic.ACCEPTED:
-            entry = book.track(None, "order", logic.ACCEPTED, now_ms(),
-                               settings.reconcile_deadline_s, state.get("requested_at_ms"))
-            outstanding[order_id] = entry
+        decision = book.follow(
+            outstanding.get(order_id), kind="order",
+            started=event["type"] == logic.ACCEPTED,
+            terminal=state["status"] in logic.TERMINAL,
+            attempt=int(event.get("attempt") or 1) if event["type"] == logic.RECONCILE else None,
+            now_ms=now_ms(), deadline_s=settings.reconcile_deadline_s,
+            backoff=settings.reconcile_backoff, accepted_at_ms=state.get("requested_at_ms"),
+        )
+        book.apply(outstanding, order_id, decision)
 
     async def saga_step(msg: Any) -> None:
         order_event: OrderEvent = rt.decode("orders.events", msg.value)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from faust.web import View
 
-from app.codecs import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, avro_encode
+from app.codecs import JSON_CONTENT_TYPE
 from app.errors import IdempotencyConflict, InvalidRequest, NotAcknowledged
 from app.orders import logic
 from app.runtime import Runtime, now_ms
@@ -45,7 +45,6 @@ def register(rt: Runtime) -> None:
     request_by_order = rt.tables["request_by_order"]
     order_by_id = rt.tables["order_by_id"]
     requests_topic = rt.topic_name("orders.requests")
-    events_topic = rt.topic_name("orders.events")
     recent = RecentRequests()
     metrics = rt.metrics
 
@@ -157,13 +156,8 @@ def register(rt: Runtime) -> None:
                 "at_ms": now_ms(),
                 "cause_id": f"http:DELETE /orders/{order_id}",
             }
-            assert rt.producer is not None
             try:
-                await rt.producer.send(
-                    events_topic, key=order_id.encode(),
-                    value=avro_encode(rt.schemas("orders.events"), event),
-                    headers=[("content-type", AVRO_CONTENT_TYPE)],
-                )
+                await rt.publish("orders.events", order_id, event)
             except NotAcknowledged as exc:
                 return error(self, 503, "unavailable", str(exc), headers={"Retry-After": "1"})
             url = f"/orders/{order_id}"

@@ -70,18 +70,14 @@ def register(rt: Runtime) -> None:
     def keep_outstanding(state: dict[str, Any], event: logic.VoucherEvent) -> None:
         """Track a transfer in the outstanding table from its request until it is terminal."""
         voucher_id = state["voucher_id"]
-        entry = outstanding.get(voucher_id)
-        if state["status"] in logic.TRANSFER_TERMINAL:
-            if entry is not None:
-                del outstanding[voucher_id]
-        elif event["type"] == logic.RETRY and entry is not None:
-            outstanding[voucher_id] = book.attempted(
-                entry, int(event.get("attempt") or 1), now_ms(), settings.reconcile_deadline_s,
-                settings.reconcile_backoff,
-            )
-        elif entry is None:
-            outstanding[voucher_id] = book.track(None, "transfer", logic.T_PENDING, now_ms(),
-                                                 settings.reconcile_deadline_s)
+        decision = book.follow(
+            outstanding.get(voucher_id), kind="transfer", started=True,
+            terminal=state["status"] in logic.TRANSFER_TERMINAL,
+            attempt=int(event.get("attempt") or 1) if event["type"] == logic.RETRY else None,
+            now_ms=now_ms(), deadline_s=settings.reconcile_deadline_s,
+            backoff=settings.reconcile_backoff,
+        )
+        book.apply(outstanding, voucher_id, decision)
 
     @app.agent(rt.sources["postroom.ledger"], name="apply_ledger_commands")
     async def apply_ledger_commands(stream: Any) -> None:

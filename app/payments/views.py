@@ -12,7 +12,6 @@ from typing import Any
 
 from faust.web import View
 
-from app.codecs import AVRO_CONTENT_TYPE, avro_encode
 from app.errors import InvalidRequest, NotAcknowledged
 from app.orders.logic import ID_NAMESPACE, MAX_ID_LEN
 from app.payments import logic
@@ -42,16 +41,7 @@ def register(rt: Runtime) -> None:
     settings = rt.settings
     account_by_id = rt.tables["account_by_id"]
     voucher_by_id = rt.tables["voucher_by_id"]
-    ledger_topic = rt.topic_name("postroom.ledger")
-    vouchers_topic = rt.topic_name("postroom.vouchers")
     recent_transfers: dict[str, dict[str, Any]] = {}
-
-    async def send(topic: str, declared: str, key: str, value: Any) -> None:
-        assert rt.producer is not None
-        await rt.producer.send(
-            topic, key=key.encode(), value=avro_encode(rt.schemas(declared), value),
-            headers=[("content-type", AVRO_CONTENT_TYPE)],
-        )
 
     def command(kind: str, account_id: str, amount: int, command_id: str,
                 status: str | None = None) -> logic.LedgerCommand:
@@ -95,7 +85,7 @@ def register(rt: Runtime) -> None:
                 key = request.headers.get(IDEMPOTENCY_HEADER)
                 scoped = uuid.uuid5(ID_NAMESPACE, "\x00".join((account_id, key or "")))
                 command_id = f"deposit:{scoped if key else uuid.uuid4()}"
-                await send(ledger_topic, "postroom.ledger", account_id,
+                await rt.publish("postroom.ledger", account_id,
                            command(logic.DEPOSIT, account_id, amount, command_id))
                 return self.json({"account_id": account_id, "deposit_id": command_id,
                                   "status_url": f"/accounts/{account_id}"}, status=202)
@@ -119,7 +109,7 @@ def register(rt: Runtime) -> None:
                     errors["status"] = "must be one of " + ", ".join(logic.ACCOUNT_STATUSES)
                 _raise(errors, "status change")
                 command_id = f"status:{uuid.uuid4()}"
-                await send(ledger_topic, "postroom.ledger", account_id,
+                await rt.publish("postroom.ledger", account_id,
                            command(logic.SET_STATUS, account_id, 0, command_id, status))
                 return self.json({"account_id": account_id, "status": status}, status=202)
 
@@ -169,7 +159,7 @@ def register(rt: Runtime) -> None:
                                  f"{IDEMPOTENCY_HEADER} was used with another transfer",
                                  fields={IDEMPOTENCY_HEADER: "reused with a different body"})
                 if prior is None:
-                    await send(vouchers_topic, "postroom.vouchers", transfer_id, event)
+                    await rt.publish("postroom.vouchers", transfer_id, event)
                     recent_transfers[transfer_id] = dict(event)
                     if len(recent_transfers) > 100_000:
                         recent_transfers.pop(next(iter(recent_transfers)))
