@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## Create .venv and install Postroom with its dev tools
 
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
 kafka-start: install ## Start the local Kafka broker (skipped when POSTROOM_KAFKA_BOOTSTRAP is set)
 	@if [ -n "$$POSTROOM_KAFKA_BOOTSTRAP" ]; then echo "using Kafka at $$POSTROOM_KAFKA_BOOTSTRAP"; \
 	else $(PY) -m app.localkafka start --data-dir $(KAFKA_DATA); fi
@@ -42,7 +46,7 @@ test: install ## Lint, type-check, unit tests and integration tests against a re
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest tests
 
-bench: install ## Benchmarks side by side (see bench/README.md); results in bench/results/
+bench: $(VENV)/.bench-installed ## Benchmarks side by side (see bench/README.md); results in bench/results/
 	$(PY) -m bench $(BENCH_ARGS)
 
 compose-check: ## Validate docker-compose.yml (needs docker-compose)

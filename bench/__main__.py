@@ -1,0 +1,209 @@
+"""``python -m bench``: every benchmark side by side on one broker, one workload, one run.
+
+::
+
+    python -m bench [--orders N] [--duration S] [--skus K] [--seed S] [--only a,b]
+                    [--out bench/results] [--sync-orders N] [--half-rate R] [--profile]
+
+Runs, in this order (``--only`` picks some): broker, chain, merge, nomerge, half, sync,
+quix, frontdesk. Exits 1 only when a run's correctness check fails (or a run errors);
+goals are printed as PASS/FAIL and never change the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import report
+from bench.runs.common import Context, RunResult, stop_all
+from bench.workload import Workload
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _runs() -> dict[str, tuple[str, Callable[[Context], RunResult | list[RunResult]]]]:
+    from bench.runs import broker, chain, frontdesk, postroom, quix, sync
+
+    return {
+        "broker": ("Kafka perf tools (broker ceiling)", broker.run),
+        "chain": ("plain confluent-kafka chain (Python ceiling)", chain.run),
+        "merge": ("Postroom, merging on", lambda c: postroom.run_full(c, "merge", True)),
+        "nomerge": ("Postroom, merging off", lambda c: postroom.run_full(c, "nomerge", False)),
+        "half": ("Postroom at half load", postroom.run_half),
+        "sync": ("request-response baseline", sync.run),
+        "quix": ("Quix Streams peer", quix.run),
+        "frontdesk": ("front desk POST /orders", frontdesk.run),
+    }
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--orders", type=int, default=5_000, help="orders per throughput run")
+    p.add_argument("--duration", type=float, default=30.0,
+                   help="seconds of the half-load and front-desk runs")
+    p.add_argument("--skus", type=int, default=500, help="catalogue size")
+    p.add_argument("--zipf", type=float, default=1.1, help="popularity skew exponent")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--only", default="", help="comma-separated run names")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--sync-orders", type=int, default=1_000,
+                   help="orders for the (slow) request-response baseline")
+    p.add_argument("--frontdesk-orders", type=int, default=2_000,
+                   help="POST /orders requests of the front-desk run (then all must finish)")
+    p.add_argument("--half-rate", type=float, default=None,
+                   help="orders/s for the half-load run (default: half of 'merge')")
+    p.add_argument("--merge-wait-ms", type=int, default=20, help="merge window for Postroom")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds a run may take to finish its orders")
+    p.add_argument("--warmup", type=int, default=50, help="warm-up orders per run")
+    p.add_argument("--profile", action="store_true",
+                   help="record the 'merge' worker with py-spy for 20 s")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    runs = _runs()
+    chosen = [n.strip() for n in args.only.split(",") if n.strip()] or list(runs)
+    unknown = [n for n in chosen if n not in runs]
+    if unknown:
+        print(f"unknown run(s) {unknown}; choose from {', '.join(runs)}", file=sys.stderr)
+        return 2
+    chosen = [n for n in runs if n in chosen]  # canonical order: 'half' needs 'merge'
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    workdir = Path(tempfile.mkdtemp(prefix="postroom-bench-"))
+    external = os.environ.get("POSTROOM_KAFKA_BOOTSTRAP")
+    # The worker reads POSTROOM_* from its environment; the bench sets its own per run.
+    for key in ("POSTROOM_TOPIC_PREFIX", "POSTROOM_WEB_PORT", "POSTROOM_DATA_DIR",
+                "POSTROOM_MERGE_MAX_LINES", "POSTROOM_MERGE_MAX_WAIT_MS"):
+        os.environ.pop(key, None)
+    from app import localkafka
+
+    kafka_dir = workdir / "kafka"
+    broker_pid: int | None = None
+    ctx: Context | None = None
+    started = time.monotonic()
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        if external:
+            bootstrap = external
+            print(f"bench: using Kafka at {bootstrap}", file=sys.stderr)
+        else:
+            bootstrap = localkafka.start(kafka_dir, localkafka.free_port(),
+                                         localkafka.free_port())
+            pid_file = kafka_dir / "broker.pid"
+            broker_pid = int(pid_file.read_text()) if pid_file.exists() else None
+        ctx = Context(
+            bootstrap=bootstrap,
+            workload=Workload(seed=args.seed, skus=args.skus, zipf=args.zipf),
+            orders=args.orders, duration=args.duration, sync_orders=args.sync_orders,
+            timeout=args.timeout, warmup=args.warmup, workdir=workdir, out=args.out,
+            broker_pid=broker_pid, merge_wait_ms=args.merge_wait_ms,
+            half_rate=args.half_rate, profile=args.profile,
+            frontdesk_orders=args.frontdesk_orders,
+        )
+        for name in chosen:
+            title, fn = runs[name]
+            print(f"bench: {name}: {title}", file=sys.stderr, flush=True)
+            try:
+                got = fn(ctx)
+            except Exception as exc:  # one broken run does not hide the others
+                got = RunResult(name, title, error=f"{type(exc).__name__}: {exc}")
+            for r in got if isinstance(got, list) else [got]:
+                ctx.results[r.name] = r
+                print(f"bench: {r.name}: {'ok' if r.ok else 'FAILED'} in {r.seconds:.0f}s"
+                      + (f" - {r.error}" if r.error else ""), file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; stopping everything", file=sys.stderr)
+    finally:
+        if ctx is not None:
+            stop_all(ctx.cleanups)  # whatever a run left running (each stop is idempotent)
+        if not external:
+            localkafka.stop(kafka_dir)
+        elif ctx is not None:
+            _delete_topics(external, ctx.prefixes)
+        logs = sorted(workdir.rglob("*.log"))
+        if logs:  # the worker and peer logs outlive the temporary directory
+            keep = args.out / f"logs-{stamp}"
+            keep.mkdir(exist_ok=True)
+            for log in logs:
+                rel = log.relative_to(workdir)
+                if rel.parts[0] != "kafka":
+                    shutil.copyfile(log, keep / "-".join(rel.parts))
+        shutil.rmtree(workdir, ignore_errors=True)
+    if ctx is None or not ctx.results:
+        return 1
+    results = ctx.results
+    gs = report.goals(results)
+    meta = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "seconds": round(time.monotonic() - started, 1),
+        "machine": report.machine(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "broker": "external " + external if external else "local (app.localkafka)",
+    }
+    print()
+    print(f"Postroom bench {meta['when']} on {meta['machine']['cpu']}, "
+          f"{meta['machine']['cores']} cores, {meta['machine']['memory_gib']} GiB "
+          f"({meta['seconds']:.0f}s)")
+    print(report.table(results))
+    print()
+    print("Goals:")
+    print(report.goal_lines(gs))
+    for name, r in results.items():
+        if r.extra.get("profile_areas"):
+            print(f"\npy-spy profile of the '{name}' worker ({r.extra['profile_file']}):")
+            print("  share of samples by area:")
+            for area, pct in r.extra["profile_areas"]:
+                print(f"  {pct:5.1f}%  {area}")
+            print("  top frames (self %, total %):")
+            for frame, own, total in r.extra["profile_top"]:
+                print(f"  {own:5.1f} {total:5.1f}  {frame}")
+    json_path = args.out / f"bench-{stamp}.json"
+    png_path = args.out / f"bench-{stamp}.png"
+    report.write_json(json_path, meta, results, gs)
+    (args.out / f"bench-{stamp}.md").write_text(report.markdown(meta, results, gs))
+    try:
+        report.chart(png_path, results, f"Postroom bench {meta['when']} - "
+                     f"{meta['machine']['cpu']}, {meta['machine']['cores']} cores")
+    except Exception as exc:
+        print(f"bench: no chart: {exc}", file=sys.stderr)
+    for latest, src in (("latest.json", json_path), ("latest.png", png_path),
+                        ("latest.md", args.out / f"bench-{stamp}.md")):
+        if src.exists():
+            shutil.copyfile(src, args.out / latest)
+    print(f"\nresults: {json_path} and {png_path.name} (copies: latest.json, latest.png)")
+    return 0 if all(r.ok for r in results.values()) else 1
+
+
+def _delete_topics(bootstrap: str, prefixes: list[str]) -> None:
+    """On an external cluster, delete the topics this run created (they carry its prefixes)."""
+    try:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        topics = admin.list_topics(timeout=10).topics
+        names = [t for t in topics if any(p in t for p in prefixes)]
+        if names:
+            for fut in admin.delete_topics(names, operation_timeout=30).values():
+                fut.result()
+    except Exception as exc:
+        print(f"bench: could not delete bench topics: {exc}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""What every run measures: produce times, terminal times, latency, throughput, CPU and RSS.
+
+::
+
+    OrderProducer  --orders.requests-->  system under test  --events-->  EventCollector
+         t_produce[order_id]                                      t_terminal[order_id]
+    Sampler: psutil CPU% and RSS of the process under test (and the broker), every 0.5 s
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+TERMINAL = frozenset({"COMPLETED", "PARTIALLY_FULFILLED", "REJECTED", "CANCELLED", "FAILED"})
+
+# decode(value) -> (order_id, type, amount) for a terminal event, None for any other event
+Decoder = Callable[[bytes], "tuple[str, str, int] | None"]
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99/p99.9/max/mean by nearest rank (empty: all zero)."""
+    if not values:
+        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0, "mean": 0.0}
+    xs = sorted(values)
+
+    def rank(q: float) -> float:
+        return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
+
+    return {
+        "p50": rank(0.50),
+        "p90": rank(0.90),
+        "p99": rank(0.99),
+        "p999": rank(0.999),
+        "max": xs[-1],
+        "mean": sum(xs) / len(xs),
+    }
+
+
+# --- producing orders ---------------------------------------------------------------------
+
+
+def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    """The producer the issue prescribes for orders.requests."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "partitioner": "murmur2_random",
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        **extra,
+    }
+
+
+class OrderProducer:
+    """Produce orders (JSON, key = order id) and remember when each one was produced."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from confluent_kafka import Producer
+
+        self.topic = topic
+        self.producer = Producer(producer_config(bootstrap))
+        self.sent: dict[str, float] = {}
+        self.failed = 0
+
+    def _report(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.failed += 1
+
+    def _produce(self, order: dict[str, Any]) -> None:
+        now = time.time()
+        value = orjson.dumps({**order, "received_at_ms": int(now * 1000)})
+        key = order["order_id"].encode()
+        for _ in range(1000):
+            try:
+                self.producer.produce(self.topic, value, key, on_delivery=self._report)
+                break
+            except BufferError:
+                self.producer.poll(0.05)
+        else:
+            raise RuntimeError("producer queue stayed full")
+        self.sent[order["order_id"]] = now
+
+    def produce_all(self, orders: Iterable[dict[str, Any]]) -> None:
+        """As fast as the client takes them."""
+        for i, order in enumerate(orders):
+            self._produce(order)
+            if i % 1000 == 0:
+                self.producer.poll(0)
+        self.flush()
+
+    def produce_paced(self, orders: Sequence[dict[str, Any]], rate: float,
+                      stop: threading.Event | None = None) -> None:
+        """``rate`` orders per second, evenly, until the orders run out."""
+        start = time.monotonic()
+        i = 0
+        while i < len(orders) and not (stop and stop.is_set()):
+            due = min(len(orders), int((time.monotonic() - start) * rate) + 1)
+            while i < due:
+                self._produce(orders[i])
+                i += 1
+            self.producer.poll(0)
+            time.sleep(0.002)
+        self.flush()
+
+    def flush(self, timeout: float = 60.0) -> None:
+        left = self.producer.flush(timeout)
+        if left:
+            raise RuntimeError(f"{left} orders not acknowledged after {timeout}s")
+
+
+# --- collecting terminal events -----------------------------------------------------------
+
+
+def json_terminal(value: bytes) -> tuple[str, str, int] | None:
+    """Decoder for the peers' JSON events."""
+    event = orjson.loads(value)
+    if event.get("type") in TERMINAL:
+        return event["order_id"], event["type"], int(event.get("amount") or 0)
+    return None
+
+
+def _avro_string(buf: bytes, pos: int) -> tuple[str, int]:
+    """One Avro string (zigzag varint length, then UTF-8) at ``pos``."""
+    shift = 0
+    raw = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        raw |= (b & 0x7F) << shift
+        if not b & 0x80:
+            break
+        shift += 7
+    n = (raw >> 1) ^ -(raw & 1)
+    return buf[pos : pos + n].decode(), pos + n
+
+
+def avro_terminal(value: bytes) -> tuple[str, str, int] | None:
+    """Decoder for Postroom's Avro ``OrderEvent``: only terminal events are fully decoded."""
+    _, pos = _avro_string(value, 0)  # event_id
+    kind, _ = _avro_string(value, pos)  # type
+    if kind not in TERMINAL:
+        return None
+    from app.codecs import avro_decode
+
+    event = avro_decode(("postroom.OrderEvent",), value)
+    return event["order_id"], event["type"], int(event.get("amount") or 0)
+
+
+class EventCollector(threading.Thread):
+    """Read an events topic from its start; note when each order's terminal event is seen."""
+
+    def __init__(self, bootstrap: str, topic: str, decode: Decoder) -> None:
+        super().__init__(name=f"collect-{topic}", daemon=True)
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.decode = decode
+        self.terminal: dict[str, tuple[float, str, int]] = {}  # order -> (seen, type, amount)
+        self.events = 0
+        self.duplicates = 0
+        self.undecodable = 0
+        self.assigned = threading.Event()
+        self._halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from confluent_kafka import Consumer
+
+        consumer = Consumer({
+            "bootstrap.servers": self.bootstrap,
+            "group.id": f"bench-collector-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+        })
+        consumer.subscribe([self.topic], on_assign=lambda c, p: self.assigned.set())
+        try:
+            while not self._halt.is_set():
+                msgs = consumer.consume(1000, 0.05)
+                now = time.time()
+                for msg in msgs:
+                    if msg.error() is not None:
+                        continue
+                    self.events += 1
+                    try:
+                        got = self.decode(msg.value())
+                    except Exception:
+                        self.undecodable += 1
+                        continue
+                    if got is None:
+                        continue
+                    order_id, kind, amount = got
+                    if order_id in self.terminal:
+                        self.duplicates += 1
+                    else:
+                        self.terminal[order_id] = (now, kind, amount)
+        except BaseException as exc:  # reported by the run, never lost in a thread
+            self.error = exc
+        finally:
+            consumer.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+    def wait_for(self, order_ids: Iterable[str], timeout: float, stall: float = 60.0,
+                 progress: Callable[[int, int], None] | None = None) -> list[str]:
+        """Wait until every order is terminal; return the ones still missing.
+
+        Gives up after ``timeout`` seconds, or after ``stall`` seconds without a new event.
+        """
+        wanted = list(order_ids)
+        deadline = time.monotonic() + timeout
+        last_count, last_change = -1, time.monotonic()
+        missing = wanted
+        while time.monotonic() < deadline:
+            missing = [o for o in missing if o not in self.terminal]
+            done = len(wanted) - len(missing)
+            if progress:
+                progress(done, len(wanted))
+            if not missing or self.error is not None:
+                break
+            if done + self.events != last_count:  # any event counts as progress
+                last_count, last_change = done + self.events, time.monotonic()
+            elif time.monotonic() - last_change > stall:
+                break
+            time.sleep(0.25)
+        return missing
+
+
+def latency_and_rate(sent: dict[str, float], collector: EventCollector,
+                     order_ids: Sequence[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Latency percentiles (ms) and throughput (orders/s) of the given orders."""
+    lat: list[float] = []
+    ends: list[float] = []
+    for oid in order_ids:
+        seen = collector.terminal.get(oid)
+        if seen is None or oid not in sent:
+            continue
+        lat.append((seen[0] - sent[oid]) * 1000)
+        ends.append(seen[0])
+    starts = [sent[o] for o in order_ids if o in sent]
+    rate: dict[str, float] = {"orders_per_s": 0.0, "steady_orders_per_s": 0.0, "seconds": 0.0}
+    if ends and starts:
+        span = max(ends) - min(starts)
+        rate["seconds"] = span
+        rate["orders_per_s"] = len(ends) / span if span > 0 else 0.0
+        ends.sort()
+        lo, hi = int(len(ends) * 0.1), int(len(ends) * 0.9) - 1
+        if hi > lo and ends[hi] > ends[lo]:
+            rate["steady_orders_per_s"] = (hi - lo) / (ends[hi] - ends[lo])
+    return percentiles(lat), rate
+
+
+# --- CPU and memory of the processes under test --------------------------------------------
+
+
+@dataclass
+class Series:
+    pid: int
+    samples: list[tuple[float, float, float]] = field(default_factory=list)  # t, cpu%, rss MiB
+    cpu_s: list[tuple[float, float]] = field(default_factory=list)  # t, cumulative cpu seconds
+
+
+class Sampler(threading.Thread):
+    """Sample CPU and RSS of named processes (and their children) every ``interval`` s."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.5) -> None:
+        super().__init__(name="sampler", daemon=True)
+        self.interval = interval
+        self.series = {name: Series(pid) for name, pid in pids.items() if pid}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        procs: dict[str, psutil.Process] = {}
+        for name, s in self.series.items():
+            try:
+                procs[name] = psutil.Process(s.pid)
+            except psutil.Error:
+                continue
+        last: dict[str, tuple[float, float]] = {}
+        while not self._halt.is_set():
+            now = time.time()
+            for name, proc in procs.items():
+                try:
+                    family = [proc, *proc.children(recursive=True)]
+                    cpu = 0.0
+                    rss = 0
+                    for p in family:
+                        t = p.cpu_times()
+                        cpu += t.user + t.system
+                        rss += p.memory_info().rss
+                except psutil.Error:
+                    continue
+                prev = last.get(name)
+                pct = 100.0 * (cpu - prev[1]) / (now - prev[0]) if prev else 0.0
+                last[name] = (now, cpu)
+                s = self.series[name]
+                s.cpu_s.append((now, cpu))
+                if prev:
+                    s.samples.append((now, pct, rss / 2**20))
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+    def summary(self, name: str, t0: float, t1: float, orders: int) -> dict[str, Any]:
+        """CPU and RSS of ``name`` between ``t0`` and ``t1`` (epoch seconds)."""
+        s = self.series.get(name)
+        if s is None or not s.cpu_s:
+            return {}
+        inside = [x for x in s.cpu_s if t0 <= x[0] <= t1] or s.cpu_s[-1:]
+        before = [x for x in s.cpu_s if x[0] <= t0] or s.cpu_s[:1]
+        a, b = before[-1], inside[-1]
+        cpu_s = b[1] - a[1]
+        wall = max(b[0] - a[0], 1e-9)
+        rss = [x for x in s.samples if t0 <= x[0] <= t1] or s.samples[-1:]
+        out: dict[str, Any] = {
+            "cpu_s": round(cpu_s, 2),
+            "cpu_pct": round(100 * cpu_s / wall, 1),
+            "cpu_ms_per_order": round(1000 * cpu_s / orders, 3) if orders else None,
+        }
+        if rss:
+            out.update({
+                "rss_start_mib": round(rss[0][2], 1),
+                "rss_end_mib": round(rss[-1][2], 1),
+                "rss_max_mib": round(max(x[2] for x in rss), 1),
+                "rss_series": [(round(x[0] - t0, 2), round(x[2], 1)) for x in rss],
+            })
+        return out
+
+
+def memory_growth(series: Sequence[tuple[float, float]]) -> float | None:
+    """Relative RSS growth from the second quarter of a run to its last quarter."""
+    if len(series) < 8:
+        return None
+    q = len(series) // 4
+    early = sum(x[1] for x in series[q : 2 * q]) / q
+    late = sum(x[1] for x in series[-q:]) / q
+    return (late - early) / early if early else None

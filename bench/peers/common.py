@@ -1,0 +1,194 @@
+"""What the peers share: their topics, the catalogue, and the order logic as plain functions.
+
+The peers (the plain confluent-kafka chain, the Quix Streams pipeline and the synchronous
+baseline) do the same steps as Postroom with JSON messages on their own prefixed topics::
+
+    requests (key order) -> accept -> events: ACCEPTED
+    events   (key order) -> saga   -> events: DISPATCHED; lines (key sku), one per sku
+    lines    (key sku)   -> dispatch: same-sku lines within the window -> batches (key sku)
+    batches  (key sku)   -> fulfill: reserve stock for the batch -> events: LINE_RESULT per line
+                                                                -> stock (key sku): the stock
+    events   (key order) -> saga: all lines reported -> events: COMPLETED | PARTIALLY_FULFILLED
+                                                                 | REJECTED
+
+The catalogue (price and initial on-hand per sku) is read from the ``catalog`` topic at start,
+as Postroom restores its global price table. The ``stock`` topic is the fulfiller's stock
+changelog; the bench reads its last value per sku to check that stock was conserved.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+PARTITIONS = 4
+TOPICS = ("requests", "events", "lines", "batches", "catalog", "stock", "orders-state")
+COMPACTED = ("catalog", "stock", "orders-state")
+TERMINAL = frozenset({"COMPLETED", "PARTIALLY_FULFILLED", "REJECTED"})
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def topic_names(prefix: str) -> dict[str, str]:
+    return {t: f"{prefix}{t}" for t in TOPICS}
+
+
+def create_topics(bootstrap: str, prefix: str, partitions: int = PARTITIONS) -> dict[str, str]:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    names = topic_names(prefix)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = [
+        NewTopic(name, partitions, 1,
+                 config={"cleanup.policy": "compact" if t in COMPACTED else "delete"})
+        for t, name in names.items()
+    ]
+    for fut in admin.create_topics(new, operation_timeout=30).values():
+        fut.result()
+    return names
+
+
+def load_catalogue(bootstrap: str, topic: str, timeout: float = 60.0) -> dict[str, dict[str, int]]:
+    """Read the whole catalogue topic: sku -> {"price", "on_hand"}."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"catalog-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        ends = {}
+        for p in meta.partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            ends[p] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        out: dict[str, dict[str, int]] = {}
+        done = {p for p, high in ends.items() if high <= 0}
+        deadline = time.monotonic() + timeout
+        while len(done) < len(ends) and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.2):
+                if msg.error() is not None:
+                    continue
+                out[msg.key().decode()] = orjson.loads(msg.value())
+                if msg.offset() >= ends[msg.partition()] - 1:
+                    done.add(msg.partition())
+        if len(done) < len(ends):
+            raise RuntimeError(f"catalogue {topic} not read within {timeout}s")
+        return out
+    finally:
+        consumer.close()
+
+
+def read_stock(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[str, tuple[int, int]]:
+    """The last stock record per sku: sku -> (on_hand, reserved)."""
+    return {sku: (v["on_hand"], v["reserved"])
+            for sku, v in load_catalogue(bootstrap, topic, timeout).items()}
+
+
+def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    """The same durability as Postroom's producers: idempotent, acks=all."""
+    return {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+            "linger.ms": 2, **extra}
+
+
+# --- the order logic (same decisions as Postroom's, on JSON dicts) -------------------------
+
+
+def accept(order: dict[str, Any], catalogue: dict[str, dict[str, int]], at: int
+           ) -> dict[str, Any]:
+    """ACCEPTED with priced lines (one per sku), or REJECTED for an unknown sku."""
+    oid = order["order_id"]
+    requested = order.get("received_at_ms") or at
+    quantities: dict[str, int] = {}
+    for item in order["items"]:
+        quantities[item["sku"]] = quantities.get(item["sku"], 0) + int(item["quantity"])
+    unknown = [s for s in quantities if s not in catalogue]
+    if unknown or not quantities:
+        return {"type": "REJECTED", "order_id": oid, "at_ms": at, "requested_at_ms": requested,
+                "amount": 0, "reason": "unknown sku"}
+    lines = [{"order_id": oid, "sku": s, "quantity": q, "unit_price": catalogue[s]["price"]}
+             for s, q in quantities.items()]
+    return {"type": "ACCEPTED", "order_id": oid, "at_ms": at, "requested_at_ms": requested,
+            "customer_id": order["customer_id"], "lines": lines,
+            "amount": sum(x["quantity"] * x["unit_price"] for x in lines)}
+
+
+def saga(state: dict[str, Any] | None, event: dict[str, Any], at: int
+         ) -> tuple[dict[str, Any] | None, bool, list[tuple[str, dict[str, Any]]]]:
+    """Fold one event into an order: the state, whether it changed, and what to send."""
+    kind = event["type"]
+    out: list[tuple[str, dict[str, Any]]] = []
+    if kind == "ACCEPTED":
+        if state is not None:
+            return state, False, out  # a duplicate
+        state = {"requested_at_ms": event["requested_at_ms"], "amount": event["amount"],
+                 "lines": {x["sku"]: [x["quantity"], x["unit_price"], None]
+                           for x in event["lines"]}, "status": "DISPATCHED"}
+        out.append(("events", {"type": "DISPATCHED", "order_id": event["order_id"],
+                               "at_ms": at}))
+        out.extend(("lines", line) for line in event["lines"])
+        return state, True, out
+    if kind != "LINE_RESULT" or state is None or state["status"] != "DISPATCHED":
+        return state, False, out
+    line = state["lines"].get(event["sku"])
+    if line is None or line[2] is not None:
+        return state, False, out  # unknown or already reported
+    line[2] = event["fulfilled"]
+    if all(x[2] is not None for x in state["lines"].values()):
+        lines = state["lines"].values()
+        if all(x[2] >= x[0] for x in lines):
+            final = "COMPLETED"
+        elif any(x[2] > 0 for x in lines):
+            final = "PARTIALLY_FULFILLED"
+        else:
+            final = "REJECTED"
+        state["status"] = final
+        out.append(("events", {"type": final, "order_id": event["order_id"], "at_ms": at,
+                               "requested_at_ms": state["requested_at_ms"],
+                               "amount": sum(x[2] * x[1] for x in lines)}))
+    return state, True, out
+
+
+def merge(lines: Iterable[dict[str, Any]], max_lines: int, at: int) -> list[dict[str, Any]]:
+    """Same-sku lines, in arrival order, into batches of at most ``max_lines``."""
+    by_sku: dict[str, list[dict[str, Any]]] = {}
+    for line in lines:
+        by_sku.setdefault(line["sku"], []).append(line)
+    return [{"sku": sku, "created_at_ms": at, "lines": group[i : i + max_lines]}
+            for sku, group in by_sku.items() for i in range(0, len(group), max_lines)]
+
+
+def fulfill(stock: dict[str, Any], batch: dict[str, Any], at: int
+            ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Reserve stock for a whole batch, first come first served; one LINE_RESULT per line."""
+    on_hand, reserved = stock["on_hand"], stock["reserved"]
+    results = []
+    for line in batch["lines"]:
+        take = min(line["quantity"], on_hand)
+        on_hand -= take
+        reserved += take
+        results.append({"type": "LINE_RESULT", "order_id": line["order_id"], "sku": line["sku"],
+                        "quantity": line["quantity"], "fulfilled": take, "at_ms": at})
+    return {"sku": stock["sku"], "on_hand": on_hand, "reserved": reserved}, results
+
+
+def initial_stock(sku: str, catalogue: dict[str, dict[str, int]]) -> dict[str, Any]:
+    return {"sku": sku, "on_hand": catalogue.get(sku, {}).get("on_hand", 0), "reserved": 0}
+
+
+def publish_catalogue(bootstrap: str, topic: str, stock: dict[str, int],
+                      prices: dict[str, int]) -> None:
+    """What the bench does before starting a peer (Postroom's PUT /inventory)."""
+    from confluent_kafka import Producer
+
+    producer = Producer(producer_config(bootstrap))
+    for sku, on_hand in stock.items():
+        producer.produce(topic, orjson.dumps({"price": prices[sku], "on_hand": on_hand}),
+                         sku.encode())
+    if producer.flush(60):
+        raise RuntimeError("catalogue not acknowledged")

@@ -1,0 +1,86 @@
+"""The request-response baseline: each order handled on its own, every write waited for.
+
+One process takes one order at a time from ``requests`` and does everything for it before
+the next: write ACCEPTED and wait for the broker's ack; for each line, reserve stock and
+write the sku's stock record, waiting for each ack; write the terminal event and wait; commit
+the order's offset synchronously. That is how a request handler that calls its database per
+order works, with Kafka (acks=all, idempotent) as the database so durability is the same.
+
+    python -m bench.peers.sync_baseline --bootstrap HOST:PORT --prefix P [--max-seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from bench.peers import common
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--max-seconds", type=float, default=3600.0)
+    args = p.parse_args(argv)
+
+    from confluent_kafka import Consumer, Producer
+
+    t = common.topic_names(args.prefix)
+    catalogue = common.load_catalogue(args.bootstrap, t["catalog"])
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap, "group.id": f"{args.prefix}sync",
+        "auto.offset.reset": "earliest", "enable.auto.commit": False,
+    })
+    producer = Producer(common.producer_config(args.bootstrap, **{"linger.ms": 0}))
+    consumer.subscribe([t["requests"]])
+    running = True
+
+    def halt(*_: Any) -> None:
+        nonlocal running
+        running = False
+
+    signal.signal(signal.SIGTERM, halt)
+    signal.signal(signal.SIGINT, halt)
+
+    def write(topic: str, value: dict[str, Any], key: str) -> None:
+        """One durable write: produce and wait for the broker's acknowledgement."""
+        producer.produce(topic, orjson.dumps(value), key.encode())
+        if producer.flush(30):
+            raise RuntimeError(f"write to {topic} not acknowledged")
+
+    stock: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + args.max_seconds
+    print("READY", flush=True)
+    while running and time.monotonic() < deadline:
+        msg = consumer.poll(0.1)
+        if msg is None or msg.error() is not None:
+            continue
+        order = orjson.loads(msg.value())
+        at = common.now_ms()
+        accepted = common.accept(order, catalogue, at)
+        write(t["events"], accepted, order["order_id"])
+        if accepted["type"] == "ACCEPTED":
+            state, _, _ = common.saga(None, accepted, at)
+            for line in accepted["lines"]:
+                sku = line["sku"]
+                current = stock.get(sku) or common.initial_stock(sku, catalogue)
+                stock[sku], (result,) = common.fulfill(current, {"lines": [line]}, at)
+                write(t["stock"], stock[sku], sku)
+                state, _, out = common.saga(state, result, common.now_ms())
+                for _, event in out:
+                    if event["type"] in common.TERMINAL:
+                        write(t["events"], event, order["order_id"])
+        consumer.commit(msg, asynchronous=False)
+    producer.flush(30)
+    consumer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

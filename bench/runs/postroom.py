@@ -1,0 +1,180 @@
+"""Runs 3 and 4: Postroom end to end, merging on and off at full speed, and at half load.
+
+The worker is ``python -m app worker`` on its own topic prefix (``tests.support.Worker``);
+orders go to ``orders.requests`` with confluent-kafka and the terminal events are read from
+``orders.events``. Stock is set with ``PUT /inventory/{sku}`` and checked with ``GET``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench.measure import avro_terminal
+from bench.runs.common import Context, RunResult, System, run_pipeline, stock_checks
+from tests.support import Worker, call
+
+
+def put_all(url: str, method: str, path: str, bodies: dict[str, Any]) -> None:
+    """One call per key (8 at a time); every one must answer 202."""
+
+    def one(key: str) -> int:
+        return call(method, url + path.format(key), bodies[key]).status
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(one, bodies))
+    bad = [k for k, st in zip(bodies, statuses, strict=True) if st != 202]
+    if bad:
+        raise RuntimeError(f"{method} {path} refused for {len(bad)} keys, e.g. {bad[:3]}")
+
+
+def wait_all(ready: Callable[[str], bool], keys: Iterable[str], what: str,
+             timeout: float = 120.0) -> None:
+    """Poll until ``ready(key)`` for every key."""
+    waiting = set(keys)
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        with ThreadPoolExecutor(8) as pool:
+            done = dict(zip(waiting, pool.map(ready, waiting), strict=True))
+        waiting = {k for k, ok in done.items() if not ok}
+        if waiting:
+            time.sleep(0.3)
+    if waiting:
+        raise RuntimeError(f"{len(waiting)} {what} never showed, e.g. {sorted(waiting)[:3]}")
+
+
+class PostroomSystem:
+    """One Postroom worker with a given merge window."""
+
+    decode = staticmethod(avro_terminal)
+
+    def __init__(self, ctx: Context, name: str, max_lines: int, wait_ms: int) -> None:
+        self.worker = Worker(
+            ctx.bootstrap,
+            ctx.workdir / name,
+            env_extra={
+                "POSTROOM_MERGE_MAX_LINES": str(max_lines),
+                "POSTROOM_MERGE_MAX_WAIT_MS": str(wait_ms),
+            },
+            prefix=ctx.prefix(name),
+        )
+        self.requests_topic = self.worker.topic("orders.requests")
+        self.events_topic = self.worker.topic("orders.events")
+        self.pid = 0
+        self.funds: dict[str, int] = {}
+        self.payments = False
+
+    def start(self, stock: dict[str, int], prices: dict[str, int],
+              funds: dict[str, int]) -> None:
+        self.worker.start(timeout=180)
+        assert self.worker.proc is not None
+        self.pid = self.worker.proc.pid
+        self.funds = funds
+        put_all(self.url, "PUT", "/inventory/{}", {s: {"on_hand": stock[s], "price": prices[s]}
+                                                    for s in stock})
+        wait_all(lambda s: (v := self._get(f"/inventory/{s}")) is not None
+                 and v["on_hand"] == stock[s] and v["price"] == prices[s], stock, "stock")
+        # Orders are paid from the customer's account (when the service takes payments).
+        self.payments = call("GET", f"{self.url}/ledger").status == 200
+        if self.payments:
+            put_all(self.url, "POST", "/accounts/{}/deposits",
+                    {c: {"amount": amount} for c, amount in funds.items()})
+            wait_all(lambda c: (v := self._get(f"/accounts/{c}")) is not None
+                     and v["balance"] == funds[c], funds, "deposits")
+
+    @property
+    def url(self) -> str:
+        return self.worker.url
+
+    def _get(self, path: str) -> Any:
+        reply = call("GET", self.url + path)
+        return reply.body if reply.status == 200 else None
+
+    def verify(self, stock: dict[str, int], prices: dict[str, int],
+               billed: int) -> list[tuple[str, bool, str]]:
+        with ThreadPoolExecutor(8) as pool:
+            got = dict(zip(stock, pool.map(lambda s: self._get(f"/inventory/{s}"), stock),
+                           strict=True))
+        views = {s: (v["on_hand"], v["reserved"]) if v else (-1, -1) for s, v in got.items()}
+        checks = stock_checks(views, stock, prices, billed)
+        if self.payments:
+            ledger = self._get("/ledger") or {}
+            merchant = (self._get("/accounts/merchant") or {}).get("balance", 0)
+            deposited = sum(self.funds.values())
+            checks += [
+                ("money conserved (balances + vouchers == deposits)",
+                 ledger.get("balances", 0) + ledger.get("held_in_vouchers", 0) == deposited
+                 and ledger.get("deposited") == deposited and not ledger.get("negative_balances"),
+                 f"{ledger} vs deposits {deposited}"),
+                ("merchant credited what the orders were charged", merchant == billed,
+                 f"merchant {merchant} vs orders {billed}"),
+            ]
+        return checks
+
+    def stop(self) -> None:
+        self.worker.stop()
+
+
+def profiler(ctx: Context, name: str, seconds: int = 20) -> Callable[[System], None] | None:
+    """A ``during`` hook that records the worker with py-spy (with ``--profile``)."""
+    if not ctx.profile or not merging_profiled(name):
+        return None
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        print("bench: --profile needs py-spy in the venv (pip install py-spy)", file=sys.stderr)
+        return None
+
+    def record(system: System) -> None:
+        # Collapsed stacks (flamegraph.pl / speedscope read them); the report folds them.
+        out = ctx.out / f"profile-{name}.txt"
+        out.unlink(missing_ok=True)
+        subprocess.Popen(
+            [str(spy), "record", "--pid", str(system.pid), "--duration", str(seconds),
+             "--rate", "100", "--format", "raw", "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    return record
+
+
+def merging_profiled(name: str) -> bool:
+    return name in ("merge", "nomerge")
+
+
+def run_full(ctx: Context, name: str, merging: bool) -> RunResult:
+    title = "Postroom, merging on" if merging else "Postroom, merging off"
+    result = RunResult(name, title)
+    system = PostroomSystem(ctx, name, 200 if merging else 1, ctx.merge_wait_ms)
+    orders = ctx.workload.orders(ctx.orders)
+    result.extra["merge_max_lines"] = 200 if merging else 1
+    result.extra["merge_max_wait_ms"] = ctx.merge_wait_ms
+    profile = ctx.out / f"profile-{name}.txt"
+    profile.unlink(missing_ok=True)
+    result = run_pipeline(ctx, result, system, orders, during=profiler(ctx, name))
+    if ctx.profile and profile.exists():
+        from bench.report import fold_profile, profile_areas
+
+        result.extra["profile_file"] = str(profile)
+        result.extra["profile_top"] = fold_profile(profile, 15)
+        result.extra["profile_areas"] = profile_areas(profile)
+    return result
+
+
+def run_half(ctx: Context, name: str = "half") -> RunResult:
+    result = RunResult(name, "Postroom at half load, merging on")
+    full = ctx.results.get("merge")
+    rate = ctx.half_rate or (full.rate / 2 if full and full.ok and full.rate else 0)
+    if not rate:
+        result.error = "no throughput to halve: run 'merge' first or pass --half-rate"
+        return result
+    n = max(1, int(rate * ctx.duration))
+    orders = ctx.workload.orders(n)
+    system = PostroomSystem(ctx, name, 200, ctx.merge_wait_ms)
+    result.extra["merge_max_lines"] = 200
+    result.extra["merge_max_wait_ms"] = ctx.merge_wait_ms
+    return run_pipeline(ctx, result, system, orders, rate=rate)
