@@ -50,6 +50,17 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+def table_options(settings: Settings) -> dict[str, Any]:
+    """RocksDB sizes per table partition. Faust's defaults (64 MiB x 3 memtables, a 2 GiB
+    cache, for each of the dozens of partition databases) let memory grow for a long time."""
+    mib = 1024 * 1024
+    return {
+        "write_buffer_size": settings.table_write_buffer_mb * mib,
+        "max_write_buffer_number": 2,
+        "block_cache_size": settings.table_block_cache_mb * mib,
+    }
+
+
 def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
     """Build the whole service; nothing connects until the worker starts."""
     settings = settings or load_settings()
@@ -80,6 +91,7 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
             table,
             partitions=specs[source].partitions,
             schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+            options=table_options(settings),
         )
     for table, source in GLOBAL_TABLES.items():
         # One partition and a recovery buffer of one: Faust's advice for global tables.
@@ -87,6 +99,7 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
             table,
             partitions=specs[source].partitions,
             schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+            options=table_options(settings),
             recovery_buffer_size=1,
         )
 

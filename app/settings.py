@@ -45,6 +45,8 @@ class Settings:
     # Worker
     data_dir: Path = Path(".data/worker")
     store: str = "rocksdb://"
+    table_write_buffer_mb: int = 4  # RocksDB memtable per table partition (two of them)
+    table_block_cache_mb: int = 8  # RocksDB read cache per table partition
     producer_linger_ms: int = 2  # Faust's producer: how long a batch may wait to fill
     commit_interval_s: float = 1.0  # how often consumed offsets are committed
     prometheus_sensor: bool = True  # Faust's own per-event metrics on /metrics
