@@ -42,7 +42,7 @@ def stock_of(worker: Worker, sku: str) -> dict[str, Any]:
 def test_same_sku_orders_in_the_merge_window_share_one_batch(
     make_worker: Callable[..., Worker],
 ) -> None:
-    worker = make_worker(POSTROOM_MERGE_MAX_WAIT_MS="1500")
+    worker = make_worker(POSTROOM_MERGE_MAX_WAIT_MS="5000")
     worker.stock("book-1", on_hand=10, price=1250)
     for i in range(3):
         worker.fund(f"c{i}", 10_000)
