@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from typing import Any
 
@@ -42,11 +43,14 @@ def stock_of(worker: Worker, sku: str) -> dict[str, Any]:
 def test_same_sku_orders_in_the_merge_window_share_one_batch(
     make_worker: Callable[..., Worker],
 ) -> None:
-    worker = make_worker(POSTROOM_MERGE_MAX_WAIT_MS="5000")
+    # The batch closes when its third line arrives (max lines = 3); the long wait only makes
+    # sure no timer tick splits the three lines, which arrive within a moment of each other.
+    worker = make_worker(POSTROOM_MERGE_MAX_LINES="3", POSTROOM_MERGE_MAX_WAIT_MS="120000")
     worker.stock("book-1", on_hand=10, price=1250)
     for i in range(3):
         worker.fund(f"c{i}", 10_000)
-    orders = [worker.order([("book-1", 1)], customer=f"c{i}") for i in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        orders = list(pool.map(lambda i: worker.order([("book-1", 1)], customer=f"c{i}"), range(3)))
 
     for order_id in orders:
         view = worker.wait_terminal(order_id)
