@@ -61,6 +61,19 @@ class Runtime:
             headers=[("content-type", AVRO_CONTENT_TYPE)],
         )
 
+    def agent(self, declared: str, name: str, handler: Callable[[Any], Awaitable[None]]) -> Any:
+        """Declare an agent that runs ``handler`` on each message of a declared topic, in order.
+
+        One actor per worker (faust-streaming #606: concurrency > 1 can lose offsets).
+        """
+
+        async def consume(stream: Any) -> None:
+            async for event in stream.events():
+                await self.handle(event.message, handler)
+
+        consume.__doc__ = handler.__doc__
+        return self.app.agent(self.sources[declared], name=name)(consume)
+
     async def handle(self, message: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
         """Run ``handler`` on one message; a message it cannot process is parked, not lost.
 

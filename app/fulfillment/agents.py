@@ -34,6 +34,7 @@ def register(rt: Runtime) -> None:
     held = settings.held_skus
 
     async def apply_entry(msg: Any) -> None:
+        """Record a sku's price and hand its on-hand count to the fulfiller that owns it."""
         entry: CatalogEntry = rt.decode("postroom.catalog", msg.value)
         command: StockCommand = {
             "command_id": entry["command_id"],
@@ -51,11 +52,7 @@ def register(rt: Runtime) -> None:
         await fut
         price_by_sku[entry["sku"]] = {"price": entry["price"]}
 
-    @app.agent(rt.sources["postroom.catalog"], name="apply_catalog")
-    async def apply_catalog(stream: Any) -> None:
-        """Record a sku's price and hand its on-hand count to the fulfiller that owns it."""
-        async for event in stream.events():
-            await rt.handle(event.message, apply_entry)
+    rt.agent("postroom.catalog", "apply_catalog", apply_entry)
 
     @app.agent(rt.sources["postroom.lines"], name="dispatch_lines")
     async def dispatch_lines(stream: Any) -> None:
@@ -85,6 +82,7 @@ def register(rt: Runtime) -> None:
         await events_out.send(key=event["order_id"].encode(), value=event)
 
     async def fulfill_one(msg: Any) -> None:
+        """Reserve stock for a whole batch in one write and report every line's outcome."""
         kind, record = rt.decode("postroom.batches", msg.value)
         sku = record["sku"]
         stock = stock_by_sku.get(sku) or logic.empty_stock(sku)
@@ -118,8 +116,4 @@ def register(rt: Runtime) -> None:
             result = logic.line_result(alloc, record["batch_id"], at)
             await events_out.send(key=alloc.line["order_id"].encode(), value=result)
 
-    @app.agent(rt.sources["postroom.batches"], name="fulfill_batches")
-    async def fulfill_batches(stream: Any) -> None:
-        """Reserve stock for a whole batch in one write and report every line's outcome."""
-        async for event in stream.events():
-            await rt.handle(event.message, fulfill_one)
+    rt.agent("postroom.batches", "fulfill_batches", fulfill_one)

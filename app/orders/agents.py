@@ -40,7 +40,6 @@ def decode_request(rt: Runtime, value: bytes | None, headers: Any) -> OrderReque
 
 
 def register(rt: Runtime) -> None:
-    app = rt.app
     request_by_order = rt.tables["request_by_order"]
     order_by_id = rt.tables["order_by_id"]
     outstanding = rt.tables["outstanding_orders"]
@@ -58,6 +57,7 @@ def register(rt: Runtime) -> None:
         return None if entry is None else int(entry["price"])
 
     async def accept_one(msg: Any) -> None:
+        """Dedupe, validate and price one request; emit ACCEPTED or REJECTED."""
         request = decode_request(rt, msg.value, msg.headers)
         order_id = request["order_id"]
         prior = request_by_order.get(order_id)
@@ -89,6 +89,7 @@ def register(rt: Runtime) -> None:
         book.apply(outstanding, order_id, decision)
 
     async def saga_step(msg: Any) -> None:
+        """Fold one event into its order and take the next step of the order's saga."""
         order_event: OrderEvent = rt.decode("orders.events", msg.value)
         order_id = order_event["order_id"]
         state = order_by_id.get(order_id) or logic.new_state(order_id)
@@ -112,17 +113,8 @@ def register(rt: Runtime) -> None:
             latency = (order_event["at_ms"] - (order_event.get("requested_at_ms") or 0)) / 1000
             metrics.order_latency.observe(max(latency, 0.0))
 
-    @app.agent(rt.sources["orders.requests"], name="accept_orders")
-    async def accept_orders(stream: Any) -> None:
-        """Dedupe, validate and price each request; emit ACCEPTED or REJECTED."""
-        async for event in stream.events():
-            await rt.handle(event.message, accept_one)
-
-    @app.agent(rt.sources["orders.events"], name="run_order_saga")
-    async def run_order_saga(stream: Any) -> None:
-        """Fold each event into its order and take the next step of the order's saga."""
-        async for event in stream.events():
-            await rt.handle(event.message, saga_step)
+    rt.agent("orders.requests", "accept_orders", accept_one)
+    rt.agent("orders.events", "run_order_saga", saga_step)
 
     async def perform(action: tuple[str, Any]) -> None:
         kind, payload = action

@@ -19,7 +19,6 @@ from app.runtime import Runtime, now_ms
 
 
 def register(rt: Runtime) -> None:
-    app = rt.app
     account_by_id = rt.tables["account_by_id"]
     voucher_by_id = rt.tables["voucher_by_id"]
     outstanding = rt.tables["outstanding_transfers"]
@@ -30,6 +29,7 @@ def register(rt: Runtime) -> None:
     metrics = rt.metrics
 
     async def apply_one(msg: Any) -> None:
+        """Apply one command to its account once; report the voucher's new step."""
         cmd: logic.LedgerCommand = rt.decode("postroom.ledger", msg.value)
         account_id, command_id = cmd["account_id"], cmd["command_id"]
         account = account_by_id.get(account_id) or logic.new_account(account_id)
@@ -49,6 +49,7 @@ def register(rt: Runtime) -> None:
             await vouchers_out.send(key=outcome["voucher_id"].encode(), value=outcome)
 
     async def voucher_step(msg: Any) -> None:
+        """Fold one step into its voucher and ask the ledger for the next one."""
         event: logic.VoucherEvent = rt.decode("postroom.vouchers", msg.value)
         voucher_id = event["voucher_id"]
         state = voucher_by_id.get(voucher_id) or logic.new_voucher(voucher_id)
@@ -79,14 +80,5 @@ def register(rt: Runtime) -> None:
         )
         book.apply(outstanding, voucher_id, decision)
 
-    @app.agent(rt.sources["postroom.ledger"], name="apply_ledger_commands")
-    async def apply_ledger_commands(stream: Any) -> None:
-        """Apply each command to its account once; report the voucher's new step."""
-        async for event in stream.events():
-            await rt.handle(event.message, apply_one)
-
-    @app.agent(rt.sources["postroom.vouchers"], name="run_voucher_saga")
-    async def run_voucher_saga(stream: Any) -> None:
-        """Fold each step into its voucher and ask the ledger for the next one."""
-        async for event in stream.events():
-            await rt.handle(event.message, voucher_step)
+    rt.agent("postroom.ledger", "apply_ledger_commands", apply_one)
+    rt.agent("postroom.vouchers", "run_voucher_saga", voucher_step)
