@@ -72,6 +72,7 @@ class Runtime:
                 await self.handle(event.message, handler)
 
         consume.__doc__ = handler.__doc__
+        consume.__name__ = consume.__qualname__ = name  # how Faust labels it in logs
         return self.app.agent(self.sources[declared], name=name)(consume)
 
     async def handle(self, message: Any, handler: Callable[[Any], Awaitable[None]]) -> None:

@@ -43,7 +43,9 @@ def reserved_vs_fulfilled(worker: Worker, views: list[dict[str, Any]], skus: dic
 def test_dropped_batches_are_redispatched_until_every_order_ends(
     make_worker: Callable[..., Worker], report: Callable[[str], None],
 ) -> None:
-    worker = make_worker(POSTROOM_FAULT_DROP_BATCH_RATIO="0.2",
+    # One line per batch, so the 20% drop rate applies to well over a hundred batches (with
+    # merging, a slow machine can put the run's lines into a dozen batches that all get through).
+    worker = make_worker(POSTROOM_FAULT_DROP_BATCH_RATIO="0.2", POSTROOM_MERGE_MAX_LINES="1",
                          POSTROOM_RECONCILE_MAX_ATTEMPTS="20", **FAST_RECONCILE)
     skus = {"drop-a": 150, "drop-b": 90, "drop-c": 30}
     for sku, on_hand in skus.items():
