@@ -18,12 +18,17 @@ changelog; the bench reads its last value per sku to check that stock was conser
 
 from __future__ import annotations
 
+import argparse
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
+
+from app.producer import producer_config as app_producer_config
 
 PARTITIONS = 4
 TOPICS = ("requests", "events", "lines", "batches", "catalog", "stock", "orders-state")
@@ -91,9 +96,32 @@ def read_stock(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[str, t
 
 
 def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
-    """The same durability as Postroom's producers: idempotent, acks=all."""
-    return {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-            "linger.ms": 2, **extra}
+    """Postroom's own producer settings (idempotent, acks=all, murmur2 partitioning)."""
+    return app_producer_config(bootstrap, **{"client.id": "bench-peer", **extra})
+
+
+def arguments(merge: bool = False) -> argparse.ArgumentParser:
+    """The options every peer takes (and the merge window's, for those that merge)."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--max-seconds", type=float, default=3600.0)
+    if merge:
+        p.add_argument("--merge-max-lines", type=int, default=200)
+        p.add_argument("--merge-wait-ms", type=int, default=20)
+    return p
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: the peer's loop runs until it is set."""
+    stop = threading.Event()
+
+    def halt(*_: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, halt)
+    signal.signal(signal.SIGINT, halt)
+    return stop
 
 
 # --- the order logic (same decisions as Postroom's, on JSON dicts) -------------------------

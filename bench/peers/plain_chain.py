@@ -11,8 +11,6 @@ batch changed is written once per batch to a compacted changelog (``orders-state
 
 from __future__ import annotations
 
-import argparse
-import signal
 import sys
 import time
 from typing import Any
@@ -23,12 +21,7 @@ from bench.peers import common
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--bootstrap", required=True)
-    p.add_argument("--prefix", required=True)
-    p.add_argument("--merge-max-lines", type=int, default=200)
-    p.add_argument("--merge-wait-ms", type=int, default=20)
-    p.add_argument("--max-seconds", type=float, default=3600.0)
+    p = common.arguments(merge=True)
     args = p.parse_args(argv)
 
     from confluent_kafka import Consumer, Producer
@@ -42,14 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     })
     producer = Producer(common.producer_config(args.bootstrap))
     consumer.subscribe([t["requests"], t["events"], t["lines"], t["batches"]])
-    running = True
-
-    def halt(*_: Any) -> None:
-        nonlocal running
-        running = False
-
-    signal.signal(signal.SIGTERM, halt)
-    signal.signal(signal.SIGINT, halt)
+    stop = common.stop_on_signals()
     orders: dict[str, dict[str, Any]] = {}
     stock: dict[str, dict[str, Any]] = {}
     buffered: list[dict[str, Any]] = []
@@ -68,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 producer.poll(0.05)
 
     print("READY", flush=True)
-    while running and time.monotonic() < deadline:
+    while not stop.is_set() and time.monotonic() < deadline:
         msgs = consumer.consume(500, 0.005 if buffered else 0.1)
         at = common.now_ms()
         dirty_orders: set[str] = set()

@@ -18,7 +18,6 @@ Postroom's Faust worker does; state is changelogged (Quix's default).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import tempfile
@@ -31,14 +30,9 @@ TICK = "__tick"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--bootstrap", required=True)
-    p.add_argument("--prefix", required=True)
-    p.add_argument("--merge-max-lines", type=int, default=200)
-    p.add_argument("--merge-wait-ms", type=int, default=20)
+    p = common.arguments(merge=True)
     p.add_argument("--commit-interval", type=float, default=1.0)
     p.add_argument("--state-dir", default="")
-    p.add_argument("--max-seconds", type=float, default=3600.0)
     args = p.parse_args(argv)
 
     from confluent_kafka import Producer

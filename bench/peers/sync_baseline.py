@@ -11,8 +11,6 @@ order works, with Kafka (acks=all, idempotent) as the database so durability is 
 
 from __future__ import annotations
 
-import argparse
-import signal
 import sys
 import time
 from typing import Any
@@ -23,10 +21,7 @@ from bench.peers import common
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--bootstrap", required=True)
-    p.add_argument("--prefix", required=True)
-    p.add_argument("--max-seconds", type=float, default=3600.0)
+    p = common.arguments(merge=False)
     args = p.parse_args(argv)
 
     from confluent_kafka import Consumer, Producer
@@ -39,14 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     })
     producer = Producer(common.producer_config(args.bootstrap, **{"linger.ms": 0}))
     consumer.subscribe([t["requests"]])
-    running = True
-
-    def halt(*_: Any) -> None:
-        nonlocal running
-        running = False
-
-    signal.signal(signal.SIGTERM, halt)
-    signal.signal(signal.SIGINT, halt)
+    stop = common.stop_on_signals()
 
     def write(topic: str, value: dict[str, Any], key: str) -> None:
         """One durable write: produce and wait for the broker's acknowledgement."""
@@ -57,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     stock: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + args.max_seconds
     print("READY", flush=True)
-    while running and time.monotonic() < deadline:
+    while not stop.is_set() and time.monotonic() < deadline:
         msg = consumer.poll(0.1)
         if msg is None or msg.error() is not None:
             continue
