@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 import hmac
+from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
 from app.errors import InvalidRequest
 from app.settings import Settings
+
+T = TypeVar("T")
+
+
+class Recent(Generic[T]):
+    """What this front desk sent to Kafka that its table may not show yet (bounded, oldest out)."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._items: OrderedDict[str, T] = OrderedDict()
+
+    def get(self, key: str) -> T | None:
+        return self._items.get(key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def add(self, key: str, value: T) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
 
 
 def error_body(code: str, message: str, fields: Mapping[str, str] | None = None) -> dict[str, Any]:

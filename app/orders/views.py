@@ -6,7 +6,6 @@ A request is validated, given its order id and appended to ``orders.requests``; 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -16,27 +15,10 @@ from app.codecs import JSON_CONTENT_TYPE
 from app.errors import IdempotencyConflict, InvalidRequest, NotAcknowledged
 from app.orders import logic
 from app.runtime import Runtime, now_ms
-from app.web import BodyTooLarge, error, read_json
+from app.web import BodyTooLarge, Recent, error, read_json
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_KEY_LEN = 200
-
-
-class RecentRequests:
-    """Orders posted here that the accept stage may not have recorded yet (bounded)."""
-
-    def __init__(self, size: int = 100_000) -> None:
-        self.size = size
-        self._items: OrderedDict[str, str] = OrderedDict()
-
-    def get(self, order_id: str) -> str | None:
-        return self._items.get(order_id)
-
-    def add(self, order_id: str, fingerprint: str) -> None:
-        self._items[order_id] = fingerprint
-        self._items.move_to_end(order_id)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
 
 
 def register(rt: Runtime) -> None:
@@ -45,7 +27,7 @@ def register(rt: Runtime) -> None:
     request_by_order = rt.tables["request_by_order"]
     order_by_id = rt.tables["order_by_id"]
     requests_topic = rt.topic_name("orders.requests")
-    recent = RecentRequests()
+    recent: Recent[str] = Recent()  # order id -> fingerprint, until accept records it
     metrics = rt.metrics
 
     def accepted_answer(order_id: str) -> tuple[dict[str, Any], dict[str, str]]:

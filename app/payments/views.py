@@ -16,7 +16,7 @@ from app.errors import InvalidRequest, NotAcknowledged
 from app.orders.logic import ID_NAMESPACE, MAX_ID_LEN
 from app.payments import logic
 from app.runtime import Runtime, now_ms
-from app.web import BodyTooLarge, authorized, error, int_field, read_json
+from app.web import BodyTooLarge, Recent, authorized, error, int_field, read_json
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -41,7 +41,7 @@ def register(rt: Runtime) -> None:
     settings = rt.settings
     account_by_id = rt.tables["account_by_id"]
     voucher_by_id = rt.tables["voucher_by_id"]
-    recent_transfers: dict[str, dict[str, Any]] = {}
+    recent_transfers: Recent[dict[str, Any]] = Recent()
 
     def command(kind: str, account_id: str, amount: int, command_id: str,
                 status: str | None = None) -> logic.LedgerCommand:
@@ -160,9 +160,7 @@ def register(rt: Runtime) -> None:
                                  fields={IDEMPOTENCY_HEADER: "reused with a different body"})
                 if prior is None:
                     await rt.publish("postroom.vouchers", transfer_id, event)
-                    recent_transfers[transfer_id] = dict(event)
-                    if len(recent_transfers) > 100_000:
-                        recent_transfers.pop(next(iter(recent_transfers)))
+                    recent_transfers.add(transfer_id, dict(event))
                 url = f"/transfers/{transfer_id}"
                 return self.json({"transfer_id": transfer_id, "status": logic.T_PENDING,
                                   "status_url": url}, status=202, headers={"Location": url})
