@@ -44,6 +44,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "producer_linger": settings.producer_linger_ms / 1000,
         "producer_max_batch_size": 256 * 1024,
         "broker_commit_interval": settings.commit_interval_s,
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": settings.session_timeout_s / 3,
         "key_serializer": "raw",
         "value_serializer": "raw",
         "autodiscover": False,

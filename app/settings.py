@@ -49,6 +49,9 @@ class Settings:
     table_block_cache_mb: int = 8  # RocksDB read cache per table partition
     producer_linger_ms: int = 2  # Faust's producer: how long a batch may wait to fill
     commit_interval_s: float = 1.0  # how often consumed offsets are committed
+    # A worker that dies is noticed by the group after this long; only then do the others (or
+    # its own restart) take over its partitions. Heartbeats go out every third of it.
+    session_timeout_s: float = 10.0
     prometheus_sensor: bool = False  # Faust's own per-event metrics on /metrics (costs ~15% CPU)
     # Web
     web_host: str = "127.0.0.1"
