@@ -79,7 +79,10 @@ def register(rt: Runtime) -> None:
     failed_gauge = Gauge("postroom_reconcile_failed", "Orders given up by reconciliation",
                          registry=registry)
     recently: dict[str, float] = {}  # "<id>:<attempt>" -> when sent; one send per attempt
-    last: dict[str, Any] = {"summaries": {}, "scanned_at_ms": None}
+    # When this worker last settled into its partitions (start or rebalance). Time the worker
+    # was down or rebalancing is not time a request stalled: after a restart its backlog gets
+    # one full deadline to show progress before anything is re-dispatched.
+    last: dict[str, Any] = {"summaries": {}, "scanned_at_ms": None, "settled_ms": None}
 
     def oldest_outstanding_age_s() -> float | None:
         oldest = [s["oldest_accepted_ms"] for s in last["summaries"].values()
@@ -136,8 +139,11 @@ def register(rt: Runtime) -> None:
     async def reconcile_overdue() -> None:
         """Ask the owner of every stalled, overdue request to redo its stage."""
         if app.rebalancing:
+            last["settled_ms"] = None
             return
         now = now_ms()
+        if last["settled_ms"] is None:
+            last["settled_ms"] = now
         late: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for kind, (outstanding, _) in tables.items():
             late[kind], last["summaries"][kind] = await scan(outstanding, now)
@@ -154,7 +160,7 @@ def register(rt: Runtime) -> None:
                 attempt = int(entry.get("attempts", 0)) + 1
                 if f"{key}:{attempt}" in recently:
                     continue
-                progress = last_progress_ms(states.get(key))
+                progress = max(last_progress_ms(states.get(key)) or 0, last["settled_ms"])
                 if not book.stalled(entry, progress, now, settings.reconcile_deadline_s,
                                     settings.reconcile_backoff):
                     continue
