@@ -5,7 +5,7 @@
     python -m bench [--orders N] [--duration S] [--skus K] [--seed S] [--only a,b]
                     [--out bench/results] [--sync-orders N] [--half-rate R] [--profile]
 
-Runs, in this order (``--only`` picks some): broker, chain, merge, nomerge, half, sync,
+Runs, in this order (``--only`` picks some): broker, floor, chain, merge, nomerge, half, sync,
 quix, frontdesk. Exits 1 only when a run's correctness check fails (or a run errors);
 goals are printed as PASS/FAIL and never change the exit code.
 """
@@ -30,10 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _runs() -> dict[str, tuple[str, Callable[[Context], RunResult | list[RunResult]]]]:
-    from bench.runs import broker, chain, frontdesk, postroom, quix, sync
+    from bench.runs import broker, chain, floor, frontdesk, postroom, quix, sync
 
     return {
         "broker": ("Kafka perf tools (broker ceiling)", broker.run),
+        "floor": ("one trivial Faust agent (Faust's per-event floor)", floor.run),
         "chain": ("plain confluent-kafka chain (Python ceiling)", chain.run),
         "merge": ("Postroom, merging on", lambda c: postroom.run_full(c, "merge", True)),
         "nomerge": ("Postroom, merging off", lambda c: postroom.run_full(c, "nomerge", False)),
