@@ -7,7 +7,7 @@ import contextlib
 import json
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -244,16 +244,20 @@ def chart(path: Path, results: dict[str, RunResult], title: str) -> None:
     plt.close(fig)
 
 
+def collapsed_stacks(path: Path) -> Iterator[tuple[str, int]]:
+    """The (stack, sample count) lines of a py-spy raw (collapsed) profile."""
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            yield stack, int(count)
+
+
 def fold_profile(path: Path, top: int = 15) -> list[tuple[str, float, float]]:
     """Top functions of a py-spy raw (collapsed) profile: (frame, self %, total %)."""
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
     samples = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
+    for stack, n in collapsed_stacks(path):
         samples += n
         frames = [f for f in stack.split(";") if f]
         frames = [f for f in frames if not f.startswith(("process ", "thread "))]
@@ -291,12 +295,9 @@ def profile_areas(path: Path) -> list[tuple[str, float]]:
     """Share of samples (%) whose stack passes through each area of PROFILE_AREAS."""
     hits: collections.Counter[str] = collections.Counter()
     samples = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        samples += int(count)
+    for stack, n in collapsed_stacks(path):
+        samples += n
         for name, needles in PROFILE_AREAS:
-            if any(n in stack for n in needles):
-                hits[name] += int(count)
+            if any(needle in stack for needle in needles):
+                hits[name] += n
     return [(name, 100 * hits[name] / samples) for name, _ in PROFILE_AREAS] if samples else []

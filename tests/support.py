@@ -22,6 +22,7 @@ from app.localkafka import free_port
 from app.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+TERMINAL = frozenset({"COMPLETED", "PARTIALLY_FULFILLED", "REJECTED", "CANCELLED", "FAILED"})
 
 
 @dataclass
@@ -191,14 +192,14 @@ class Worker:
         assert reply.status == 202, reply
         return str(reply.body["order_id"])
 
+    def terminal_view(self, order_id: str) -> dict[str, Any] | None:
+        """The order's view once it is terminal; None while it is open or unknown."""
+        r = self.get(f"/orders/{order_id}")
+        return dict(r.body) if r.status == 200 and r.body["status"] in TERMINAL else None
+
     def wait_terminal(self, order_id: str, timeout: float = 60.0) -> dict[str, Any]:
-        terminal = {"COMPLETED", "PARTIALLY_FULFILLED", "REJECTED", "CANCELLED", "FAILED"}
-
-        def check() -> Any:
-            r = self.get(f"/orders/{order_id}")
-            return r.body if r.status == 200 and r.body["status"] in terminal else None
-
-        return dict(wait_for(check, timeout=timeout, what=f"order {order_id} terminal"))
+        return dict(wait_for(lambda: self.terminal_view(order_id), timeout=timeout,
+                             what=f"order {order_id} terminal"))
 
 
 def consume_all(bootstrap: str, topic: str, timeout: float = 10.0,

@@ -44,18 +44,21 @@ def topic_names(prefix: str) -> dict[str, str]:
     return {t: f"{prefix}{t}" for t in TOPICS}
 
 
-def create_topics(bootstrap: str, prefix: str, partitions: int = PARTITIONS) -> dict[str, str]:
+def new_topics(bootstrap: str, specs: dict[str, tuple[int, bool]]) -> None:
+    """Create topics: name -> (partitions, compacted); replication 1, the bench's broker."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    names = topic_names(prefix)
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    new = [
-        NewTopic(name, partitions, 1,
-                 config={"cleanup.policy": "compact" if t in COMPACTED else "delete"})
-        for t, name in names.items()
-    ]
+    new = [NewTopic(name, partitions, 1,
+                    config={"cleanup.policy": "compact" if compacted else "delete"})
+           for name, (partitions, compacted) in specs.items()]
     for fut in admin.create_topics(new, operation_timeout=30).values():
         fut.result()
+
+
+def create_topics(bootstrap: str, prefix: str, partitions: int = PARTITIONS) -> dict[str, str]:
+    names = topic_names(prefix)
+    new_topics(bootstrap, {name: (partitions, t in COMPACTED) for t, name in names.items()})
     return names
 
 
@@ -63,8 +66,7 @@ def load_catalogue(bootstrap: str, topic: str, timeout: float = 60.0) -> dict[st
     """Read the whole catalogue topic: sku -> {"price", "on_hand"}."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"catalog-{uuid.uuid4()}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(consumer_config(bootstrap, f"catalog-{uuid.uuid4()}"))
     try:
         meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
         ends = {}
@@ -98,6 +100,12 @@ def read_stock(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[str, t
 def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     """Postroom's own producer settings (idempotent, acks=all, murmur2 partitioning)."""
     return app_producer_config(bootstrap, **{"client.id": "bench-peer", **extra})
+
+
+def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
+    """A peer's consumer: from the start of its topics, offsets committed by the peer itself."""
+    return {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+            "enable.auto.commit": False, **extra}
 
 
 def arguments(merge: bool = False) -> argparse.ArgumentParser:

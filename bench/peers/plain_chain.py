@@ -28,11 +28,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t = common.topic_names(args.prefix)
     catalogue = common.load_catalogue(args.bootstrap, t["catalog"])
-    consumer = Consumer({
-        "bootstrap.servers": args.bootstrap, "group.id": f"{args.prefix}chain",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False,
-        "fetch.wait.max.ms": 10,
-    })
+    consumer = Consumer(common.consumer_config(args.bootstrap, f"{args.prefix}chain",
+                                               **{"fetch.wait.max.ms": 10}))
     producer = Producer(common.producer_config(args.bootstrap))
     consumer.subscribe([t["requests"], t["events"], t["lines"], t["batches"]])
     stop = common.stop_on_signals()

@@ -28,10 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t = common.topic_names(args.prefix)
     catalogue = common.load_catalogue(args.bootstrap, t["catalog"])
-    consumer = Consumer({
-        "bootstrap.servers": args.bootstrap, "group.id": f"{args.prefix}sync",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False,
-    })
+    consumer = Consumer(common.consumer_config(args.bootstrap, f"{args.prefix}sync"))
     producer = Producer(common.producer_config(args.bootstrap, **{"linger.ms": 0}))
     consumer.subscribe([t["requests"]])
     stop = common.stop_on_signals()

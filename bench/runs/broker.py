@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from bench.measure import Sampler
+from bench.peers.common import new_topics
 from bench.runs.common import Context, Progress, RunResult
 
 SUMMARY = re.compile(
@@ -73,11 +74,7 @@ def run(ctx: Context) -> list[RunResult]:
     started = time.monotonic()
     current = produce
     try:
-        from confluent_kafka.admin import AdminClient, NewTopic
-
-        admin = AdminClient({"bootstrap.servers": ctx.bootstrap})
-        for fut in admin.create_topics([NewTopic(topic, 4, 1)], operation_timeout=30).values():
-            fut.result()
+        new_topics(ctx.bootstrap, {topic: (4, False)})
         payloads = work / "payloads.txt"
         now = int(time.time() * 1000)
         with payloads.open("wb") as fh:

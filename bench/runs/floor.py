@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from bench.measure import Sampler
+from bench.peers.common import new_topics
 from bench.peers.faust_floor import MODES
 from bench.runs.common import Context, Progress, RunResult
 
@@ -40,17 +41,6 @@ def _prefill(bootstrap: str, topic: str, count: int) -> None:
         raise RuntimeError(f"could not prefill {topic}")
 
 
-def _create(bootstrap: str, names: dict[str, str]) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    new = [NewTopic(name, 1 if role == "leader" else 4, 1,
-                    config={"cleanup.policy": "compact" if role == "changelog" else "delete"})
-           for role, name in names.items()]
-    for fut in admin.create_topics(new, operation_timeout=30).values():
-        fut.result()
-
-
 def one(ctx: Context, mode: str, count: int, progress: Progress) -> RunResult:
     from bench.peers.faust_floor import topic_names
 
@@ -61,7 +51,8 @@ def one(ctx: Context, mode: str, count: int, progress: Progress) -> RunResult:
     work = ctx.workdir / name
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    _create(ctx.bootstrap, names)
+    new_topics(ctx.bootstrap, {name: (1 if role == "leader" else 4, role == "changelog")
+                               for role, name in names.items()})
     progress.say(f"{mode}: prefilling {count} events", force=True)
     _prefill(ctx.bootstrap, names["in"], count)
     log = work / "faust_floor.log"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -127,15 +128,12 @@ def test_a_killed_worker_loses_no_order_and_doubles_no_reservation(
 
     # One deadline for the whole stream: a restarted worker first waits for the killed member's
     # session to expire, then drains the backlog; what is still open after that is lost.
-    terminal = {"COMPLETED", "PARTIALLY_FULFILLED", "REJECTED", "CANCELLED", "FAILED"}
     found: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline and len(found) < len(order_ids):
         for order_id in order_ids:
-            if order_id not in found:
-                r = worker.get(f"/orders/{order_id}")
-                if r.status == 200 and r.body["status"] in terminal:
-                    found[order_id] = r.body
+            if order_id not in found and (view := worker.terminal_view(order_id)):
+                found[order_id] = view
         time.sleep(0.5)
     views = list(found.values())
     lost = len(order_ids) - len(views)
@@ -147,9 +145,7 @@ def test_a_killed_worker_loses_no_order_and_doubles_no_reservation(
     duplicated = sum(max(0, reserved - fulfilled) for reserved, fulfilled, _ in per_sku.values())
     completed = sum(v["status"] in ("COMPLETED", "PARTIALLY_FULFILLED") for v in views)
     book = worker.get("/ledger").body
-    statuses: dict[str, int] = {}
-    for v in views:
-        statuses[v["status"]] = statuses.get(v["status"], 0) + 1
+    statuses = dict(Counter(v["status"] for v in views))
     report(f"[SIGKILL] accepted={len(order_ids)} completed={completed} statuses={statuses} "
           f"lost={lost} duplicated={duplicated} "
           f"per sku (reserved, fulfilled, total)={per_sku} "
