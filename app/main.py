@@ -6,6 +6,7 @@ from typing import Any
 
 import faust
 
+from app import seekfix
 from app.codecs import register_faust_codecs
 from app.fulfillment import agents as fulfillment_agents
 from app.fulfillment import views as fulfillment_views
@@ -66,6 +67,7 @@ def table_options(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
     """Build the whole service; nothing connects until the worker starts."""
     settings = settings or load_settings()
+    seekfix.install()
     specs = {name: effective(spec, settings) for name, spec in load_topology().items()}
     app = faust.App(settings.app_id, **faust_settings(settings))
     metrics = Metrics()

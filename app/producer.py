@@ -8,6 +8,7 @@ delivery reports are served by one background thread and handed to the event loo
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 from app.errors import NotAcknowledged
 
 Headers = Sequence[tuple[str, bytes]]
+# topic, partition (None: the partitioner decides by key), key, value, headers
+Record = tuple[str, int | None, bytes | None, bytes | None, Headers | None]
 
 
 def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
@@ -27,7 +30,7 @@ def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
         "partitioner": "murmur2_random",
         "linger.ms": 2,
         "delivery.timeout.ms": 30_000,
-        "client.id": "postroom-frontdesk",
+        "client.id": "postroom",
         **extra,
     }
 
@@ -78,6 +81,51 @@ class AckedProducer:
         except TimeoutError as exc:
             raise NotAcknowledged(f"no acknowledgement from Kafka within {timeout}s") from exc
 
+    async def send_all(self, records: Sequence[Record], timeout: float = 30.0
+                       ) -> list[tuple[int, int]]:
+        """Produce every record; return each one's ``(partition, offset)`` once all are acked.
+
+        One future for the whole set, so a batch of thousands costs one wake-up of the
+        event loop. Raises ``NotAcknowledged`` naming the first failure (the caller retries
+        the set: every receiver is idempotent).
+        """
+        if not records:
+            return []
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        placed: list[tuple[int, int]] = [(-1, -1)] * len(records)
+        errors: list[str] = []
+        left = [len(records)]
+
+        def on_delivery(index: int, err: Any, msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+            else:
+                placed[index] = (msg.partition(), msg.offset())
+            left[0] -= 1
+            if left[0] == 0:
+                loop.call_soon_threadsafe(_settle, done)
+
+        produce = self._producer.produce
+        for index, (topic, partition, key, value, headers) in enumerate(records):
+            extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+            if headers:
+                extra["headers"] = list(headers)
+            while True:
+                try:
+                    produce(topic, value=value, key=key,
+                            on_delivery=functools.partial(on_delivery, index), **extra)
+                    break
+                except BufferError:  # local queue full: let the ack thread drain it
+                    await asyncio.sleep(0.005)
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout)
+        except TimeoutError as exc:
+            raise NotAcknowledged(f"no acknowledgement from Kafka within {timeout}s") from exc
+        if errors:
+            raise NotAcknowledged(f"{len(errors)} of {len(records)} not acknowledged: {errors[0]}")
+        return placed
+
     def close(self, timeout: float = 10.0) -> None:
         self._producer.flush(timeout)
         self._stop.set()
@@ -87,6 +135,11 @@ class AckedProducer:
 def _succeed(fut: asyncio.Future[tuple[int, int]], value: tuple[int, int]) -> None:
     if not fut.done():
         fut.set_result(value)
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _fail(fut: asyncio.Future[tuple[int, int]], exc: Exception) -> None:

@@ -6,18 +6,23 @@ below ``main.py`` constructs an app, opens a connection or reads the environment
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.codecs import AVRO_CONTENT_TYPE, avro_decode, avro_encode
-from app.deadletter import deadletter_headers
 from app.errors import InvalidEvent
 from app.ops.metrics import Metrics
 from app.producer import AckedProducer
+from app.sequence import RESEEK_S, Sequencer
 from app.settings import Settings
 from app.topology import TopicSpec
+from app.unit import TableStore, Unit, commit
+
+# A handler runs on one message inside a unit of work (see app.unit).
+Handler = Callable[[Unit, Any], None]
 
 
 def now_ms() -> int:
@@ -37,6 +42,8 @@ class Runtime:
     tables: dict[str, Any] = field(default_factory=dict)
     producer: AckedProducer | None = None  # the front desk's; started with the web server
     extras: dict[str, Any] = field(default_factory=dict)  # seams wired by main.py
+    stores: dict[str, TableStore] = field(default_factory=dict)
+    _seeks: set[Any] = field(default_factory=set)  # rewinds under way (see app.sequence)
 
     def topic_name(self, declared: str) -> str:
         return self.specs[declared].name
@@ -61,46 +68,101 @@ class Runtime:
             headers=[("content-type", AVRO_CONTENT_TYPE)],
         )
 
-    def agent(self, declared: str, name: str, handler: Callable[[Any], Awaitable[None]]) -> Any:
-        """Declare an agent that runs ``handler`` on each message of a declared topic, in order.
+    def unit(self) -> Unit:
+        if not self.stores:
+            self.stores = {name: TableStore(t) for name, t in self.tables.items()}
+        return Unit(self.stores, {name: (spec.name, spec.schemas)
+                                  for name, spec in self.specs.items()})
+
+    async def commit(self, unit: Unit) -> None:
+        assert self.producer is not None, "the producer is not started"
+        await commit(unit, self.producer.send_all, self.app.log)
+
+    def admit(self, order: Sequencer, event: Any, name: str) -> bool:
+        """Whether a message is next in its partition; if a hole shows, go back for it."""
+        consumer = self.app.consumer
+        admitted, rewind = order.admit(event, self.app.consumer_generation_id,
+                                       consumer._committed_offset)
+        if rewind is not None:
+            message = event.message
+            self.app.log.warning("%s: %s[%s] jumped to offset %s; going back to %s", name,
+                                 message.topic, message.partition, message.offset, rewind)
+            seek = asyncio.ensure_future(consumer.seek(message.tp, rewind))
+            self._seeks.add(seek)
+            seek.add_done_callback(self._seeks.discard)
+        return admitted
+
+    async def rewind_overdue(self, order: Sequencer) -> None:
+        """Ask again for holes a first rewind did not bring back (a fetch under way when
+        it was asked can overtake it)."""
+        while True:
+            await asyncio.sleep(RESEEK_S)
+            for tp, offset in order.overdue():
+                await self.app.consumer.seek(tp, offset)
+
+    def agent(self, declared: str, name: str, handler: Handler) -> Any:
+        """Declare an agent that runs ``handler`` on each message of a declared topic, in
+        order, in batches that are each one unit of work (see :mod:`app.unit`).
 
         One actor per worker (faust-streaming #606: concurrency > 1 can lose offsets).
         """
+        settings = self.settings
 
         async def consume(stream: Any) -> None:
-            async for event in stream.events():
-                await self.handle(event.message, handler)
+            # Acks are ours: a message is acked only once its unit is durable. A batch is
+            # whatever had already arrived when the last one was handled (at most
+            # POSTROOM_BATCH_MAX), so a quiet topic is handled one message at a time, at once.
+            events = stream.noack()
+            waiting = stream.channel.empty
+            order = Sequencer()
+            pending: list[Any] = []
+            unit = self.unit()
+            rewinder = asyncio.ensure_future(self.rewind_overdue(order))
+            try:
+                async for event in events.events():
+                    if self.admit(order, event, name):
+                        self.handle(unit, event.message, handler)
+                        pending.append(event)
+                    if pending and (len(pending) >= settings.batch_max or waiting()):
+                        await self.commit(unit)
+                        for done in pending:
+                            await events.ack(done)
+                            held = order.release(done)
+                            if held is not None:
+                                await events.ack(held)
+                        pending.clear()
+                        unit = self.unit()
+            finally:
+                rewinder.cancel()
 
         consume.__doc__ = handler.__doc__
         consume.__name__ = consume.__qualname__ = name  # how Faust labels it in logs
         return self.app.agent(self.sources[declared], name=name)(consume)
 
-    async def handle(self, message: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
+    def handle(self, unit: Unit, message: Any, handler: Handler) -> None:
         """Run ``handler`` on one message; a message it cannot process is parked, not lost.
 
         Faust acks a message whose processing raised, so an escaped exception would drop
-        it: any failure here parks the message in the dead-letter topic instead.
+        it: any failure here drops what the message wrote and parks it instead.
         """
+        unit.begin(message.partition)
         try:
-            await handler(message)
+            handler(unit, message)
+            unit.keep()
         except InvalidEvent as exc:
-            await self.park(message, exc)
+            unit.drop()
+            self.park(unit, message, exc)
         except Exception as exc:
             self.app.log.exception("processing %s[%s]@%s failed",
                                    message.topic, message.partition, message.offset)
-            await self.park(message, InvalidEvent(repr(exc), code="processing_error"))
+            unit.drop()
+            self.park(unit, message, InvalidEvent(repr(exc), code="processing_error"))
 
-    async def park(self, message: Any, exc: InvalidEvent) -> None:
-        """Send a message that cannot be processed to the dead-letter topic; count it."""
-        headers = deadletter_headers(
-            exc, message.topic, message.partition, message.offset, message.headers
-        )
-        fut = await self.topics["postroom.deadletter"].send(
-            key=message.key, value=message.value or b"", headers=headers
-        )
-        await fut  # parked for sure before the offset moves on
+    def park(self, unit: Unit, message: Any, exc: InvalidEvent) -> None:
+        """Park a message that cannot be processed in the dead-letter topic; count it."""
+        unit.park(message, exc)
         self.metrics.deadlettered.labels(message.topic, exc.code).inc()
         self.app.log.warning(
-            "parked %s[%s]@%s in the dead-letter topic: %s",
+            "parking %s[%s]@%s in the dead-letter topic: %s",
             message.topic, message.partition, message.offset, exc.reason,
         )

@@ -59,6 +59,10 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     max_items_per_order: int = 100
     admin_token: Secret = Secret("")
+    # Every agent handles what arrived in one batch (one unit of work, see app/unit.py): up to
+    # this many messages, waiting at most this long for more once one is there.
+    batch_max: int = 500
+    batch_wait_ms: int = 5
     # Merge window of the dispatcher
     merge_max_lines: int = 200
     merge_max_wait_ms: int = 20
@@ -136,6 +140,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def _validate(s: Settings) -> None:
+    if s.batch_max < 1:
+        raise ConfigError("POSTROOM_BATCH_MAX must be >= 1")
+    if s.batch_wait_ms < 0:
+        raise ConfigError("POSTROOM_BATCH_WAIT_MS must be >= 0")
     if s.merge_max_lines < 1:
         raise ConfigError("POSTROOM_MERGE_MAX_LINES must be >= 1")
     if s.merge_max_wait_ms < 0:

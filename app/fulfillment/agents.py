@@ -17,6 +17,7 @@ from app.errors import InvalidEvent
 from app.fulfillment import logic
 from app.models import CatalogEntry, OrderLine, StockCommand
 from app.runtime import Runtime, now_ms
+from app.unit import Unit
 
 BATCH = logic.BATCH
 STOCK = logic.STOCK_COMMAND
@@ -25,15 +26,11 @@ STOCK = logic.STOCK_COMMAND
 def register(rt: Runtime) -> None:
     app = rt.app
     settings = rt.settings
-    price_by_sku = rt.tables["price_by_sku"]
-    stock_by_sku = rt.tables["stock_by_sku"]
-    batches_out = rt.topics["postroom.batches"]
-    events_out = rt.topics["orders.events"]
     metrics = rt.metrics
     chance = random.Random()
     held = settings.held_skus
 
-    async def apply_entry(msg: Any) -> None:
+    def apply_entry(unit: Unit, msg: Any) -> None:
         """Record a sku's price and hand its on-hand count to the fulfiller that owns it."""
         entry: CatalogEntry = rt.decode("postroom.catalog", msg.value)
         command: StockCommand = {
@@ -46,11 +43,10 @@ def register(rt: Runtime) -> None:
             "order_id": None,
             "at_ms": entry["at_ms"],
         }
-        # The stock must be on the batches topic before any order can see the sku, so
-        # that the fulfiller always reads the SET before the first batch of that sku.
-        fut = await batches_out.send(key=entry["sku"].encode(), value=(STOCK, command))
-        await fut
-        price_by_sku[entry["sku"]] = {"price": entry["price"]}
+        # The stock and the price leave together and the price is readable here only once
+        # Kafka acknowledged both, so the fulfiller reads the SET before any line of the sku.
+        unit.send("postroom.batches", entry["sku"], command, kind=STOCK)
+        unit.table("price_by_sku")[entry["sku"]] = {"price": entry["price"]}
 
     rt.agent("postroom.catalog", "apply_catalog", apply_entry)
 
@@ -59,18 +55,23 @@ def register(rt: Runtime) -> None:
         """Merge same-sku lines arriving within the window into one batch per sku."""
         wait = settings.merge_max_wait_ms / 1000
         async for events in stream.take_events(settings.merge_max_lines, within=wait):
+            unit = rt.unit()
             lines: list[OrderLine] = []
             for event in events:
+                unit.begin(event.message.partition)
                 try:
                     lines.append(rt.decode("postroom.lines", event.message.value))
                 except InvalidEvent as exc:
-                    await rt.park(event.message, exc)
+                    rt.park(unit, event.message, exc)
             for batch in logic.merge(lines, settings.merge_max_lines, now_ms()):
-                await batches_out.send(key=batch["sku"].encode(), value=(BATCH, batch))
+                unit.send("postroom.batches", batch["sku"], batch, kind=BATCH)
                 metrics.batches.inc()
                 metrics.batch_lines.observe(len(batch["lines"]))
+            unit.keep()
+            await rt.commit(unit)
 
-    async def release_line(cmd: StockCommand, stock: dict[str, Any]) -> None:
+    def release_line(unit: Unit, cmd: StockCommand, stock: dict[str, Any]) -> None:
+        stock_by_sku = unit.table("stock_by_sku")
         line_id, sku = str(cmd["line_id"]), cmd["sku"]
         key = logic.allocation_key(line_id)
         new_stock, record, units, new = logic.release(stock, stock_by_sku.get(key), line_id)
@@ -79,10 +80,11 @@ def register(rt: Runtime) -> None:
         if new or not (stock_by_sku.get(key) or {}).get("released"):
             stock_by_sku[key] = record
         event = logic.release_event(line_id, sku, units, cmd["command_id"], now_ms())
-        await events_out.send(key=event["order_id"].encode(), value=event)
+        unit.send("orders.events", event["order_id"], event)
 
-    async def fulfill_one(msg: Any) -> None:
+    def fulfill_one(unit: Unit, msg: Any) -> None:
         """Reserve stock for a whole batch in one write and report every line's outcome."""
+        stock_by_sku = unit.table("stock_by_sku")
         kind, record = rt.decode("postroom.batches", msg.value)
         sku = record["sku"]
         stock = stock_by_sku.get(sku) or logic.empty_stock(sku)
@@ -90,7 +92,7 @@ def register(rt: Runtime) -> None:
             if record["kind"] == "SET":
                 stock_by_sku[sku] = logic.apply_stock_command(stock, record)
             elif record["kind"] == "RELEASE":
-                await release_line(record, stock)
+                release_line(unit, record, stock)
             return
         if settings.fault_fulfill_disabled or sku in held or (
             settings.fault_drop_batch_ratio
@@ -114,6 +116,6 @@ def register(rt: Runtime) -> None:
             if alloc.new or stock_by_sku.get(key) is None:
                 stock_by_sku[key] = logic.allocation_record(alloc, record["batch_id"])
             result = logic.line_result(alloc, record["batch_id"], at)
-            await events_out.send(key=alloc.line["order_id"].encode(), value=result)
+            unit.send("orders.events", alloc.line["order_id"], result)
 
     rt.agent("postroom.batches", "fulfill_batches", fulfill_one)

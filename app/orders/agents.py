@@ -23,6 +23,7 @@ from app.ops import outstanding as book
 from app.orders import logic
 from app.payments import logic as payments
 from app.runtime import Runtime, now_ms
+from app.unit import Unit
 
 
 def decode_request(rt: Runtime, value: bytes | None, headers: Any) -> OrderRequest:
@@ -40,24 +41,17 @@ def decode_request(rt: Runtime, value: bytes | None, headers: Any) -> OrderReque
 
 
 def register(rt: Runtime) -> None:
-    request_by_order = rt.tables["request_by_order"]
-    order_by_id = rt.tables["order_by_id"]
-    outstanding = rt.tables["outstanding_orders"]
     settings = rt.settings
     price_by_sku = rt.tables["price_by_sku"]
-    events_out = rt.topics["orders.events"]
-    lines_out = rt.topics["postroom.lines"]
-    ledger_out = rt.topics["postroom.ledger"]
-    vouchers_out = rt.topics["postroom.vouchers"]
-    batches_out = rt.topics["postroom.batches"]
     metrics = rt.metrics
 
     def price_of(sku: str) -> int | None:
         entry = price_by_sku.get(sku)
         return None if entry is None else int(entry["price"])
 
-    async def accept_one(msg: Any) -> None:
+    def accept_one(unit: Unit, msg: Any) -> None:
         """Dedupe, validate and price one request; emit ACCEPTED or REJECTED."""
+        request_by_order = unit.table("request_by_order")
         request = decode_request(rt, msg.value, msg.headers)
         order_id = request["order_id"]
         prior = request_by_order.get(order_id)
@@ -73,11 +67,12 @@ def register(rt: Runtime) -> None:
         else:
             decision = logic.accept(request, price_of, now_ms())
             request_by_order[order_id] = {"hash": request["body_hash"], "event": decision}
-        await events_out.send(key=order_id.encode(), value=decision)
+        unit.send("orders.events", order_id, decision)
 
-    def keep_outstanding(state: dict[str, Any], event: OrderEvent) -> None:
+    def keep_outstanding(unit: Unit, state: dict[str, Any], event: OrderEvent) -> None:
         """Track the order in the outstanding table from acceptance until it is terminal."""
         order_id = state["order_id"]
+        outstanding = unit.table("outstanding_orders")
         decision = book.follow(
             outstanding.get(order_id), kind="order",
             started=event["type"] == logic.ACCEPTED,
@@ -88,8 +83,9 @@ def register(rt: Runtime) -> None:
         )
         book.apply(outstanding, order_id, decision)
 
-    async def saga_step(msg: Any) -> None:
+    def saga_step(unit: Unit, msg: Any) -> None:
         """Fold one event into its order and take the next step of the order's saga."""
+        order_by_id = unit.table("order_by_id")
         order_event: OrderEvent = rt.decode("orders.events", msg.value)
         order_id = order_event["order_id"]
         state = order_by_id.get(order_id) or logic.new_state(order_id)
@@ -101,13 +97,13 @@ def register(rt: Runtime) -> None:
         if fresh or state.get("last_event_id") == order_event["event_id"]:
             decisions = logic.decide(state, order_event, now_ms(), settings.reconcile_max_attempts)
             for action in decisions:
-                await perform(action)
+                perform(unit, action)
                 if action[0] not in state["sent"]:
                     state["sent"].append(action[0])
                     fresh = True
         if fresh:
             order_by_id[order_id] = state
-            keep_outstanding(state, order_event)
+            keep_outstanding(unit, state, order_event)
         if fresh and order_event["type"] in logic.TERMINAL:
             metrics.orders_terminal.labels(order_event["type"]).inc()
             latency = (order_event["at_ms"] - (order_event.get("requested_at_ms") or 0)) / 1000
@@ -116,27 +112,27 @@ def register(rt: Runtime) -> None:
     rt.agent("orders.requests", "accept_orders", accept_one)
     rt.agent("orders.events", "run_order_saga", saga_step)
 
-    async def perform(action: tuple[str, Any]) -> None:
+    def perform(unit: Unit, action: tuple[str, Any]) -> None:
         kind, payload = action
         at = now_ms()
         if kind == "dispatch":
             for line in payload:
-                await lines_out.send(key=line["sku"].encode(), value=line)
+                unit.send("postroom.lines", line["sku"], line)
         elif kind == "emit":
-            await events_out.send(key=payload["order_id"].encode(), value=payload)
+            unit.send("orders.events", payload["order_id"], payload)
         elif kind == "pay":
             debit = payments.order_debit(payload, rt.settings.merchant_account, at)
-            await ledger_out.send(key=debit["account_id"].encode(), value=debit)
+            unit.send("postroom.ledger", debit["account_id"], debit)
         elif kind == "settle":
             settle = payments.settle_request(payload, at)
-            await vouchers_out.send(key=settle["voucher_id"].encode(), value=settle)
+            unit.send("postroom.vouchers", settle["voucher_id"], settle)
         elif kind == "voucher_retry":
             retry = payments.retry_event(payload["voucher_id"], payload["attempt"],
                                          payload["cause_id"], at)
-            await vouchers_out.send(key=retry["voucher_id"].encode(), value=retry)
+            unit.send("postroom.vouchers", retry["voucher_id"], retry)
         elif kind == "release":
             for line_id, sku in payload:
                 release = stock_release(line_id, sku, at)
-                await batches_out.send(key=sku.encode(), value=(STOCK_COMMAND, release))
+                unit.send("postroom.batches", sku, release, kind=STOCK_COMMAND)
         else:  # pragma: no cover - logic.decide only returns the kinds above
             raise ValueError(f"unknown action {kind!r}")

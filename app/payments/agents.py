@@ -16,20 +16,16 @@ from typing import Any
 from app.ops import outstanding as book
 from app.payments import logic
 from app.runtime import Runtime, now_ms
+from app.unit import Unit
 
 
 def register(rt: Runtime) -> None:
-    account_by_id = rt.tables["account_by_id"]
-    voucher_by_id = rt.tables["voucher_by_id"]
-    outstanding = rt.tables["outstanding_transfers"]
     settings = rt.settings
-    ledger_out = rt.topics["postroom.ledger"]
-    vouchers_out = rt.topics["postroom.vouchers"]
-    events_out = rt.topics["orders.events"]
     metrics = rt.metrics
 
-    async def apply_one(msg: Any) -> None:
+    def apply_one(unit: Unit, msg: Any) -> None:
         """Apply one command to its account once; report the voucher's new step."""
+        account_by_id = unit.table("account_by_id")
         cmd: logic.LedgerCommand = rt.decode("postroom.ledger", msg.value)
         account_id, command_id = cmd["account_id"], cmd["command_id"]
         account = account_by_id.get(account_id) or logic.new_account(account_id)
@@ -46,10 +42,11 @@ def register(rt: Runtime) -> None:
         if account_by_id.get(logic.command_key(command_id)) is None:
             account_by_id[logic.command_key(command_id)] = {"outcome": outcome}
         if outcome is not None:
-            await vouchers_out.send(key=outcome["voucher_id"].encode(), value=outcome)
+            unit.send("postroom.vouchers", outcome["voucher_id"], outcome)
 
-    async def voucher_step(msg: Any) -> None:
+    def voucher_step(unit: Unit, msg: Any) -> None:
         """Fold one step into its voucher and ask the ledger for the next one."""
+        voucher_by_id = unit.table("voucher_by_id")
         event: logic.VoucherEvent = rt.decode("postroom.vouchers", msg.value)
         voucher_id = event["voucher_id"]
         state = voucher_by_id.get(voucher_id) or logic.new_voucher(voucher_id)
@@ -59,17 +56,18 @@ def register(rt: Runtime) -> None:
         if fresh or state.get("last_event_id") == event["event_id"]:
             for kind, payload in logic.decide_voucher(state, event, now_ms()):
                 if kind == "ledger":
-                    await ledger_out.send(key=payload["account_id"].encode(), value=payload)
+                    unit.send("postroom.ledger", payload["account_id"], payload)
                 else:
-                    await events_out.send(key=payload["order_id"].encode(), value=payload)
+                    unit.send("orders.events", payload["order_id"], payload)
         if fresh:
             state["last_event_id"] = event["event_id"]
             voucher_by_id[voucher_id] = state
             if state.get("purpose") == logic.TRANSFER:
-                keep_outstanding(state, event)
+                keep_outstanding(unit, state, event)
 
-    def keep_outstanding(state: dict[str, Any], event: logic.VoucherEvent) -> None:
+    def keep_outstanding(unit: Unit, state: dict[str, Any], event: logic.VoucherEvent) -> None:
         """Track a transfer in the outstanding table from its request until it is terminal."""
+        outstanding = unit.table("outstanding_transfers")
         voucher_id = state["voucher_id"]
         decision = book.follow(
             outstanding.get(voucher_id), kind="transfer", started=True,

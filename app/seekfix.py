@@ -1,0 +1,50 @@
+"""Two corrections to the consumer under Faust, installed before the app is built.
+
+1. Rewind never-committed partitions when Faust seeks to the committed offsets.
+
+When a worker (re)joins, Faust's recovery lets the consumer fetch before the stream
+partitions are sought to their committed offsets; what it fetched meanwhile is discarded,
+and the seek is what brings it back. aiokafka's ``seek_to_committed`` only seeks
+partitions whose committed offset is above zero, so a partition with no commit yet (a
+worker killed before its first commit) keeps the advanced position: the discarded
+messages are skipped, and Faust's gap tracking then commits past them. Such a partition is
+sought to its beginning instead, which is the group's reset policy (``earliest``);
+messages handled twice are deduplicated by the handlers.
+
+2. Never commit past a hole in a partition's offsets. Faust counts a jump in the offsets it
+reads as done (right for compacted or transactional topics, which Postroom does not
+consume); a jump caused by a skipped fetch would then be committed and the messages lost.
+:mod:`app.sequence` has the agents go back for the missing messages instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_INSTALLED = False
+
+
+def install() -> None:
+    global _INSTALLED
+    if _INSTALLED:
+        return
+    from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
+
+    original = AIOKafkaConsumer.seek_to_committed
+
+    async def seek_to_committed(self: Any, *partitions: Any) -> Any:
+        committed = await original(self, *partitions)
+        never = [tp for tp, offset in committed.items() if not offset or offset <= 0]
+        if never:
+            await self.seek_to_beginning(*never)
+        return committed
+
+    AIOKafkaConsumer.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+
+    from faust.transport.consumer import Consumer
+
+    async def no_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+        """Never count offsets that were not handled as done (see app.sequence)."""
+
+    Consumer._add_gap = no_gap  # type: ignore[method-assign]
+    _INSTALLED = True

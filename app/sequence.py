@@ -1,0 +1,78 @@
+"""Hand each partition's messages to a handler in offset order, with none skipped.
+
+Faust's consumer can skip messages while a worker joins its group: it fetches before it
+seeks the partitions back to their committed offsets, drops what it fetched meanwhile, and
+can then resume past it (faust-streaming #216's family). Postroom's consumed topics are
+never compacted and never transactional, so their offsets have no legitimate holes: an
+agent that sees one asks the consumer to go back to the first missing offset and holds
+the messages after the hole until their copies come round again. Faust's own gap
+bookkeeping, which would commit past such a hole, is switched off (:mod:`app.seekfix`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+RESEEK_S = 1.0  # a rewind not answered within this is asked for again
+GIVE_UP_S = 60.0  # then the hole is accepted (the log may have been truncated)
+
+
+class Sequencer:
+    """Per partition, the next offset an agent expects, for one consumer generation."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.generation: Any = object()
+        self.next: dict[Any, int] = {}
+        self.held: dict[Any, dict[int, Any]] = {}
+        self.rewinding: dict[Any, tuple[int, float, float]] = {}  # tp -> want, asked, since
+
+    def admit(self, event: Any, generation: Any, committed: dict[Any, Any]
+              ) -> tuple[bool, int | None]:
+        """Whether to handle ``event`` now; if not, the offset to rewind to (or None: the
+        rewind is already under way)."""
+        if generation != self.generation:
+            self.generation = generation
+            self.next.clear()
+            self.held.clear()
+            self.rewinding.clear()
+        message = event.message
+        tp, offset = message.tp, message.offset
+        want = self.next.get(tp)
+        if want is None:
+            start = committed.get(tp)
+            want = int(start) if start is not None and start >= 0 else None
+        if want is not None and offset > want:
+            now = self.clock()
+            asked = self.rewinding.get(tp)
+            if asked is None or asked[0] != want:
+                self.rewinding[tp] = (want, now, now)
+                self.held.setdefault(tp, {})[offset] = event
+                return False, want
+            if now - asked[2] < GIVE_UP_S:
+                self.held.setdefault(tp, {})[offset] = event
+                if now - asked[1] >= RESEEK_S:
+                    self.rewinding[tp] = (want, now, asked[2])
+                    return False, want
+                return False, None
+        self.next[tp] = offset + 1 if want is None else max(want, offset + 1)
+        return True, None
+
+    def overdue(self) -> list[tuple[Any, int]]:
+        """Rewinds not answered within ``RESEEK_S``, to be asked for again (now)."""
+        now = self.clock()
+        again = []
+        for tp, (want, asked, since) in list(self.rewinding.items()):
+            if self.next.get(tp, -1) > want or now - since >= GIVE_UP_S:
+                continue
+            if now - asked >= RESEEK_S:
+                self.rewinding[tp] = (want, now, since)
+                again.append((tp, want))
+        return again
+
+    def release(self, event: Any) -> Any:
+        """The held original of a message whose copy was just handled, if any."""
+        message = event.message
+        return self.held.get(message.tp, {}).pop(message.offset, None)

@@ -1,0 +1,221 @@
+"""One batch of consumed messages as one unit of work, made durable together.
+
+An agent takes the messages that arrived (up to ``POSTROOM_BATCH_MAX``, waiting at most
+``POSTROOM_BATCH_WAIT_MS``) and runs its handler on each one inside a :class:`Unit`. The
+handler reads tables through the unit, which sees its own earlier writes, and writes and sends
+into the unit. Nothing leaves the process until the whole batch is handled; then the unit
+
+1. produces every message the batch sends and the *last* value of every table key it wrote
+   (to the table's compacted changelog, on the partition of the message that wrote it: Faust's
+   own layout) through one idempotent ``acks=all`` librdkafka producer,
+2. waits until Kafka acknowledged all of them,
+3. writes the same values into the tables' local stores (RocksDB), one write batch per table
+   partition, and records the changelog offsets as the stores' recovery positions.
+
+Only after that does the agent ask for the next batch, which is when Faust acks (and may
+later commit) the offsets of this one. A crash anywhere before leaves the batch uncommitted,
+so it is delivered again; every handler is idempotent, so a batch whose messages did reach
+Kafka is recognised and only its sends are repeated. The local store never gets ahead of the
+changelog, so a restart rebuilds exactly what Kafka holds.
+
+This is the merge idea of DESIGN.md applied to state: the same key written many times in a
+batch is written once (the last), and a thousand sends cost one wake-up of the event loop.
+A handler that raises has its own writes and sends dropped and its message parked in the
+dead-letter topic; the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from app.codecs import avro_encode
+from app.deadletter import deadletter_headers
+from app.errors import InvalidEvent, NotAcknowledged
+from app.producer import Headers, Record
+
+Slot = tuple[str, int, bytes]  # table, partition, key (JSON, as Faust's stores encode it)
+
+
+class TableStore:
+    """A Faust table's local store and changelog, addressed by partition."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.changelog = table.changelog_topic.get_topic_name()
+
+    def read(self, partition: int, key: bytes) -> Any:
+        store = self.table.data
+        if hasattr(store, "_db_for_partition"):  # RocksDB
+            raw = store._db_for_partition(partition).get(key)
+            return None if raw is None else orjson.loads(raw)
+        return store.data.get(orjson.loads(key))  # memory store (unit tests)
+
+    def write(self, partition: int, items: list[tuple[bytes, bytes | None]], offset: int) -> None:
+        """Apply values that Kafka acknowledged at changelog ``offset`` (and before)."""
+        store = self.table.data
+        if hasattr(store, "_db_for_partition"):
+            import rocksdict
+
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for key, value in items:
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+                store._key_index[key] = partition
+            store._db_for_partition(partition).write(batch)
+            from faust.types import TP
+
+            store.set_persisted_offset(TP(self.changelog, partition), offset)
+            return
+        for key, value in items:
+            name = orjson.loads(key)
+            if value is None:
+                store.data.pop(name, None)
+                store._key_partition.pop(name, None)
+            else:
+                store.data[name] = orjson.loads(value)
+                store._key_partition[name] = partition
+
+
+class TableView:
+    """One table as a handler sees it inside a unit: get, set and delete by key."""
+
+    def __init__(self, unit: Unit, name: str) -> None:
+        self._unit = unit
+        self._name = name
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._unit.read(self._name, key)
+        return default if value is None else value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._unit.write(self._name, key, orjson.dumps(value))
+
+    def __delitem__(self, key: str) -> None:
+        self._unit.write(self._name, key, None)
+
+
+class Unit:
+    """What one batch reads, writes and sends; see the module's description."""
+
+    def __init__(self, stores: dict[str, TableStore], topics: dict[str, tuple[str, tuple[str, ...]]]
+                 ) -> None:
+        self._stores = stores
+        self._topics = topics  # declared name -> (topic on the cluster, schemas)
+        self.partition = 0
+        self._writes: dict[Slot, bytes | None] = {}
+        self._sends: list[Record] = []
+        self._staged_writes: dict[Slot, bytes | None] = {}
+        self._staged_sends: list[Record] = []
+
+    # -- for handlers -----------------------------------------------------------------
+
+    def table(self, name: str) -> TableView:
+        return TableView(self, name)
+
+    def read(self, table: str, key: str) -> Any:
+        slot = (table, self.partition, orjson.dumps(key))
+        if slot in self._staged_writes:
+            raw = self._staged_writes[slot]
+        elif slot in self._writes:
+            raw = self._writes[slot]
+        else:
+            return self._stores[table].read(self.partition, slot[2])
+        return None if raw is None else orjson.loads(raw)
+
+    def write(self, table: str, key: str, value: bytes | None) -> None:
+        self._staged_writes[(table, self.partition, orjson.dumps(key))] = value
+
+    def send(self, declared: str, key: str, value: Any, kind: str | None = None) -> None:
+        """Send an Avro record (``kind`` names the member of a union topic) keyed by ``key``."""
+        topic, schemas = self._topics[declared]
+        payload = avro_encode(schemas, value, kind) if kind else avro_encode(schemas, value)
+        self._staged_sends.append((topic, None, key.encode(), payload, None))
+
+    def send_raw(self, declared: str, key: bytes | None, value: bytes | None,
+                 headers: Headers | None = None) -> None:
+        self._staged_sends.append((self._topics[declared][0], None, key, value, headers))
+
+    # -- for the agent loop -----------------------------------------------------------
+
+    def begin(self, partition: int) -> None:
+        """Start handling one message from ``partition``."""
+        self.partition = partition
+        self._staged_writes.clear()
+        self._staged_sends.clear()
+
+    def keep(self) -> None:
+        """The message was handled: its writes and sends join the batch."""
+        self._writes.update(self._staged_writes)
+        self._sends.extend(self._staged_sends)
+        self._staged_writes.clear()
+        self._staged_sends.clear()
+
+    def drop(self) -> None:
+        """The message failed: forget what it wrote and sent."""
+        self._staged_writes.clear()
+        self._staged_sends.clear()
+
+    def park(self, message: Any, exc: InvalidEvent) -> None:
+        """Send a message that cannot be processed, as it arrived, to the dead-letter topic."""
+        headers = deadletter_headers(exc, message.topic, message.partition, message.offset,
+                                     message.headers)
+        self.send_raw("postroom.deadletter", message.key, message.value or b"", headers)
+        self.keep()
+
+    @property
+    def empty(self) -> bool:
+        return not self._writes and not self._sends
+
+    def sends(self) -> list[Record]:
+        return self._sends
+
+    def changelog(self) -> list[Record]:
+        """The last value of every key the batch wrote, for the tables' changelogs."""
+        return [(self._stores[table].changelog, partition, key, value, None)
+                for (table, partition, key), value in self._writes.items()]
+
+    def apply(self, placed: list[tuple[int, int]]) -> None:
+        """Write the acknowledged values into the local stores."""
+        grouped: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+        offsets: dict[tuple[str, int], int] = {}
+        for i, ((table, partition, key), value) in enumerate(self._writes.items()):
+            at = (table, partition)
+            grouped.setdefault(at, []).append((key, value))
+            offsets[at] = max(offsets.get(at, -1), placed[i][1])
+        for (table, partition), items in grouped.items():
+            self._stores[table].write(partition, items, offsets[(table, partition)])
+
+
+async def commit(unit: Unit, send_all: Callable[..., Any], log: Any) -> None:
+    """Make a unit durable: its sends, then its table changes, then the local stores.
+
+    The sends are acknowledged before any state that records them is written: a crash in
+    between leaves the state as it was, so the redelivered batch is handled afresh and its
+    sends repeated (every receiver is idempotent). Were the state first, a crash could
+    leave a message recorded as handled whose consequences never left.
+    A failed set is retried until Kafka takes it; the agent waits meanwhile, which is the
+    backpressure a broker outage should cause.
+    """
+    if unit.empty:
+        return
+    await _deliver(unit.sends(), send_all, log)
+    unit.apply(await _deliver(unit.changelog(), send_all, log))
+
+
+async def _deliver(records: list[Record], send_all: Callable[..., Any], log: Any
+                   ) -> list[tuple[int, int]]:
+    delay = 0.1
+    while True:
+        try:
+            placed: list[tuple[int, int]] = await send_all(records)
+            return placed
+        except NotAcknowledged as exc:
+            log.error("a batch was not acknowledged (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,65 @@
+"""The sequencer that keeps every agent's messages in offset order, holes fetched again."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from app.sequence import GIVE_UP_S, RESEEK_S, Sequencer
+
+TP = ("orders.events", 0)
+
+
+def event(offset: int, tp: Any = TP) -> Any:
+    return SimpleNamespace(message=SimpleNamespace(tp=tp, offset=offset))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_messages_in_order_are_handled_at_once() -> None:
+    order = Sequencer()
+    assert [order.admit(event(n), 1, {}) for n in range(3)] == [(True, None)] * 3
+
+
+def test_a_hole_is_fetched_again_and_what_followed_it_waits_for_its_copy() -> None:
+    order = Sequencer(Clock())
+    assert order.admit(event(0), 1, {}) == (True, None)
+    five = event(5)
+    assert order.admit(five, 1, {}) == (False, 1)  # go back to 1
+    assert order.admit(event(6), 1, {}) == (False, None)  # rewind under way: just wait
+    for n in range(1, 7):  # the copies come round again, in order
+        assert order.admit(event(n), 1, {}) == (True, None)
+    assert order.release(event(5)) is five
+    assert order.release(event(5)) is None
+
+
+def test_the_first_message_after_joining_is_checked_against_the_committed_offset() -> None:
+    order = Sequencer(Clock())
+    assert order.admit(event(40), 1, {TP: 12}) == (False, 12)
+    assert order.admit(event(3), 2, {TP: 3}) == (True, None)  # new generation, no hole
+
+
+def test_an_earlier_offset_is_a_duplicate_and_is_handled_again() -> None:
+    order = Sequencer()
+    order.admit(event(9), 1, {TP: 9})
+    assert order.admit(event(4), 1, {TP: 9}) == (True, None)
+    assert order.admit(event(10), 1, {TP: 9}) == (True, None)
+
+
+def test_an_unanswered_rewind_is_asked_again_and_given_up_after_a_while() -> None:
+    clock = Clock()
+    order = Sequencer(clock)
+    order.admit(event(0), 1, {})
+    assert order.admit(event(8), 1, {}) == (False, 1)
+    assert order.overdue() == []
+    clock.now += RESEEK_S
+    assert order.overdue() == [(TP, 1)]
+    clock.now += GIVE_UP_S
+    assert order.overdue() == []
+    assert order.admit(event(9), 1, {}) == (True, None)  # the log lost it: go on
