@@ -17,7 +17,7 @@ from app.orders import agents as order_agents
 from app.orders import views as order_views
 from app.payments import agents as payment_agents
 from app.payments import views as payment_views
-from app.producer import AckedProducer
+from app.producer import AckedProducer, BatchProducer
 from app.runtime import Runtime
 from app.settings import Settings, load_settings
 from app.topology import CONSUMED, GLOBAL_TABLES, TABLES, effective, load_topology
@@ -127,8 +127,12 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
     def close_frontdesk(sender: Any, *args: Any, **kwargs: Any) -> None:
         if rt.producer is not None:
             rt.producer.close()
+        if rt.batches is not None:
+            rt.batches.close()
 
     app.on_before_shutdown.connect(close_frontdesk)  # type: ignore[arg-type]
 
     rt.producer = AckedProducer(settings.kafka_bootstrap)
+    rt.batches = BatchProducer(settings.kafka_bootstrap,
+                               **{"linger.ms": settings.producer_linger_ms})
     return app, rt

@@ -15,7 +15,7 @@ from typing import Any
 from app.codecs import AVRO_CONTENT_TYPE, avro_decode, avro_encode
 from app.errors import InvalidEvent
 from app.ops.metrics import Metrics
-from app.producer import AckedProducer
+from app.producer import AckedProducer, BatchProducer
 from app.sequence import RESEEK_S, Sequencer
 from app.settings import Settings
 from app.topology import TopicSpec
@@ -41,6 +41,7 @@ class Runtime:
     sources: dict[str, Any] = field(default_factory=dict)  # declared name -> raw topic (consume)
     tables: dict[str, Any] = field(default_factory=dict)
     producer: AckedProducer | None = None  # the front desk's; started with the web server
+    batches: BatchProducer | None = None  # the agents' units of work (see app.unit)
     extras: dict[str, Any] = field(default_factory=dict)  # seams wired by main.py
     stores: dict[str, TableStore] = field(default_factory=dict)
     _seeks: set[Any] = field(default_factory=set)  # rewinds under way (see app.sequence)
@@ -75,8 +76,8 @@ class Runtime:
                                   for name, spec in self.specs.items()})
 
     async def commit(self, unit: Unit) -> None:
-        assert self.producer is not None, "the producer is not started"
-        await commit(unit, self.producer.send_all, self.app.log)
+        assert self.batches is not None, "the worker's producer is not started"
+        await commit(unit, self.batches.send_all, self.app.log)
 
     def admit(self, order: Sequencer, event: Any, name: str) -> bool:
         """Whether a message is next in its partition; if a hole shows, go back for it."""

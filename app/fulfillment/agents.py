@@ -17,6 +17,7 @@ from app.errors import InvalidEvent
 from app.fulfillment import logic
 from app.models import CatalogEntry, OrderLine, StockCommand
 from app.runtime import Runtime, now_ms
+from app.sequence import Sequencer
 from app.unit import Unit
 
 BATCH = logic.BATCH
@@ -54,10 +55,13 @@ def register(rt: Runtime) -> None:
     async def dispatch_lines(stream: Any) -> None:
         """Merge same-sku lines arriving within the window into one batch per sku."""
         wait = settings.merge_max_wait_ms / 1000
+        order = Sequencer()
         async for events in stream.take_events(settings.merge_max_lines, within=wait):
             unit = rt.unit()
             lines: list[OrderLine] = []
             for event in events:
+                if not rt.admit(order, event, "dispatch_lines"):
+                    continue  # after a hole: its copy comes round again (app.sequence)
                 unit.begin(event.message.partition)
                 try:
                     lines.append(rt.decode("postroom.lines", event.message.value))
