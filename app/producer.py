@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -101,16 +100,21 @@ def _fail(fut: asyncio.Future[tuple[int, int]], exc: Exception) -> None:
 class BatchProducer:
     """The worker's producer: sets of records sent together, each set awaited as a whole.
 
-    Its delivery reports are served on the event loop itself (``poll`` while a set is out)
-    rather than by a thread: a report then costs a plain function call, not a hand-over of
-    the interpreter lock between two threads for every message.
+    Its delivery reports are served on the event loop itself, by one task that polls while
+    any set is out, rather than by a thread: a report then costs a plain function call, not
+    a hand-over of the interpreter lock between two threads for every message, and however
+    many agents wait, one poll serves them all.
     """
+
+    POLL_S = 0.001
 
     def __init__(self, bootstrap: str, **extra: Any) -> None:
         from confluent_kafka import Producer
 
         self._producer = Producer(producer_config(bootstrap, **{"client.id": "postroom-worker",
                                                                  **extra}))
+        self._out = 0  # messages produced and not yet reported
+        self._poller: asyncio.Task[None] | None = None
 
     async def send_all(self, records: Sequence[Record], timeout: float = 30.0
                        ) -> list[tuple[int, int]]:
@@ -121,6 +125,7 @@ class BatchProducer:
         """
         if not records:
             return []
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         placed: list[tuple[int, int]] = [(-1, -1)] * len(records)
         errors: list[str] = []
         left = [len(records)]
@@ -130,9 +135,12 @@ class BatchProducer:
                 errors.append(str(err))
             else:
                 placed[index] = (msg.partition(), msg.offset())
+            self._out -= 1
             left[0] -= 1
+            if left[0] == 0 and not done.done():
+                done.set_result(None)
 
-        produce, poll = self._producer.produce, self._producer.poll
+        produce = self._producer.produce
         for index, (topic, partition, key, value, headers) in enumerate(records):
             extra: dict[str, Any] = {} if partition is None else {"partition": partition}
             if headers:
@@ -141,19 +149,29 @@ class BatchProducer:
                 try:
                     produce(topic, value=value, key=key,
                             on_delivery=functools.partial(on_delivery, index), **extra)
+                    self._out += 1
                     break
-                except BufferError:  # local queue full: serve reports, then try again
-                    poll(0)
+                except BufferError:  # local queue full: let the reports drain it
+                    self._ensure_poller()
                     await asyncio.sleep(0.005)
-        deadline = time.monotonic() + timeout
-        while left[0] > 0:
-            if poll(0) == 0:
-                if time.monotonic() > deadline:
-                    raise NotAcknowledged(f"no acknowledgement from Kafka within {timeout}s")
-                await asyncio.sleep(0.0005)
+        self._ensure_poller()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout)
+        except TimeoutError as exc:
+            raise NotAcknowledged(f"no acknowledgement from Kafka within {timeout}s") from exc
         if errors:
             raise NotAcknowledged(f"{len(errors)} of {len(records)} not acknowledged: {errors[0]}")
         return placed
+
+    def _ensure_poller(self) -> None:
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.ensure_future(self._poll())
+
+    async def _poll(self) -> None:
+        poll = self._producer.poll
+        while self._out > 0:
+            if poll(0) == 0:
+                await asyncio.sleep(self.POLL_S)
 
     def close(self, timeout: float = 10.0) -> None:
         self._producer.flush(timeout)

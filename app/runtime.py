@@ -110,21 +110,30 @@ class Runtime:
         settings = self.settings
 
         async def consume(stream: Any) -> None:
-            # Acks are ours: a message is acked only once its unit is durable. A batch is
-            # whatever had already arrived when the last one was handled (at most
-            # POSTROOM_BATCH_MAX), so a quiet topic is handled one message at a time, at once.
+            # Acks are ours: a message is acked only once its unit is durable. A unit is what
+            # has arrived (at most POSTROOM_BATCH_MAX); when the queue runs dry it waits
+            # POSTROOM_BATCH_WAIT_MS for more, up to four times, then goes.
             events = stream.noack()
             waiting = stream.channel.empty
             order = Sequencer()
             pending: list[Any] = []
             unit = self.unit()
+            linger = settings.batch_wait_ms / 1000
+            started = time.monotonic()
             rewinder = asyncio.ensure_future(self.rewind_overdue(order))
             try:
                 async for event in events.events():
                     if self.admit(order, event, name):
+                        if not pending:
+                            started = time.monotonic()
                         self.handle(unit, event.message, handler)
                         pending.append(event)
                     if pending and (len(pending) >= settings.batch_max or waiting()):
+                        if len(pending) < settings.batch_max and linger and (
+                                time.monotonic() - started < linger * 4):
+                            await asyncio.sleep(linger)  # let a trickle gather into one unit
+                            if not waiting():
+                                continue
                         await self.commit(unit)
                         for done in pending:
                             await events.ack(done)

@@ -43,6 +43,9 @@ def install() -> None:
 
     from faust.transport.consumer import Consumer
 
+    if not hasattr(Consumer, "_add_gap"):  # pragma: no cover - guarded by the version pin
+        raise RuntimeError("this faust-streaming has no Consumer._add_gap; see app/seekfix.py")
+
     async def no_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
         """Never count offsets that were not handled as done (see app.sequence)."""
 
