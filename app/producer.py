@@ -1,8 +1,10 @@
-"""An idempotent, ``acks=all`` confluent-kafka producer whose sends can be awaited.
+"""Idempotent, ``acks=all`` confluent-kafka producers whose sends can be awaited.
 
-The front desk answers ``202`` only after Kafka acknowledged the request, so every send
-returns when the broker has the message (or raises ``NotAcknowledged``). librdkafka's
-delivery reports are served by one background thread and handed to the event loop.
+:class:`AckedProducer` is the front desk's: it answers ``202`` only after Kafka acknowledged
+the request, so every send returns when the broker has the message (or raises
+``NotAcknowledged``); its delivery reports are served by a background thread.
+:class:`BatchProducer` is the agents': a whole unit of work's records awaited at once, its
+reports served on the event loop.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from app.errors import NotAcknowledged
@@ -33,6 +35,23 @@ def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
         "client.id": "postroom",
         **extra,
     }
+
+
+async def produce(producer: Any, record: Record, on_delivery: Callable[[Any, Any], None],
+                  when_full: Callable[[], None] = lambda: None) -> None:
+    """Hand one record to librdkafka, waiting while its local queue is full (``when_full``
+    is called first, for a producer whose reports must be served to drain it)."""
+    topic, partition, key, value, headers = record
+    extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+    if headers:
+        extra["headers"] = list(headers)
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, on_delivery=on_delivery, **extra)
+            return
+        except BufferError:
+            when_full()
+            await asyncio.sleep(0.005)
 
 
 class AckedProducer:
@@ -68,14 +87,7 @@ class AckedProducer:
             else:
                 loop.call_soon_threadsafe(_succeed, fut, (msg.partition(), msg.offset()))
 
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=list(headers or ()), on_delivery=on_delivery
-                )
-                break
-            except BufferError:  # local queue full: let the ack thread drain it
-                await asyncio.sleep(0.005)
+        await produce(self._producer, (topic, None, key, value, headers), on_delivery)
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError as exc:
@@ -140,23 +152,13 @@ class BatchProducer:
             if left[0] == 0 and not done.done():
                 done.set_result(None)
 
-        produce = self._producer.produce
-        for index, (topic, partition, key, value, headers) in enumerate(records):
-            extra: dict[str, Any] = {} if partition is None else {"partition": partition}
-            if headers:
-                extra["headers"] = list(headers)
-            while True:
-                try:
-                    produce(topic, value=value, key=key,
-                            on_delivery=functools.partial(on_delivery, index), **extra)
-                    self._out += 1
-                    break
-                except BufferError:  # local queue full: let the reports drain it
-                    self._ensure_poller()
-                    await asyncio.sleep(0.005)
+        for index, record in enumerate(records):
+            await produce(self._producer, record, functools.partial(on_delivery, index),
+                          when_full=self._ensure_poller)
+            self._out += 1
         self._ensure_poller()
         try:
-            await asyncio.wait_for(asyncio.shield(done), timeout)
+            await asyncio.wait_for(done, timeout)
         except TimeoutError as exc:
             raise NotAcknowledged(f"no acknowledgement from Kafka within {timeout}s") from exc
         if errors:

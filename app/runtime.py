@@ -44,6 +44,7 @@ class Runtime:
     batches: BatchProducer | None = None  # the agents' units of work (see app.unit)
     extras: dict[str, Any] = field(default_factory=dict)  # seams wired by main.py
     stores: dict[str, TableStore] = field(default_factory=dict)
+    _outputs: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     _seeks: set[Any] = field(default_factory=set)  # rewinds under way (see app.sequence)
 
     def topic_name(self, declared: str) -> str:
@@ -70,10 +71,11 @@ class Runtime:
         )
 
     def unit(self) -> Unit:
+        """A new unit of work over every table and topic (their handles made once)."""
         if not self.stores:
             self.stores = {name: TableStore(t) for name, t in self.tables.items()}
-        return Unit(self.stores, {name: (spec.name, spec.schemas)
-                                  for name, spec in self.specs.items()})
+            self._outputs = {name: (spec.name, spec.schemas) for name, spec in self.specs.items()}
+        return Unit(self.stores, self._outputs)
 
     async def commit(self, unit: Unit) -> None:
         assert self.batches is not None, "the worker's producer is not started"

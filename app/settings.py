@@ -47,7 +47,7 @@ class Settings:
     store: str = "rocksdb://"
     table_write_buffer_mb: int = 4  # RocksDB memtable per table partition (two of them)
     table_block_cache_mb: int = 8  # RocksDB read cache per table partition
-    producer_linger_ms: int = 2  # Faust's producer: how long a batch may wait to fill
+    producer_linger_ms: int = 2  # the worker's producers: how long a Kafka batch may fill
     commit_interval_s: float = 1.0  # how often consumed offsets are committed
     # A worker that dies is noticed by the group after this long; only then do the others (or
     # its own restart) take over its partitions. Heartbeats go out every third of it.

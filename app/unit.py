@@ -31,6 +31,8 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import rocksdict
+from faust.types import TP
 
 from app.codecs import avro_encode
 from app.deadletter import deadletter_headers
@@ -46,10 +48,11 @@ class TableStore:
     def __init__(self, table: Any) -> None:
         self.table = table
         self.changelog = table.changelog_topic.get_topic_name()
+        self.rocksdb = hasattr(table.data, "_db_for_partition")  # else the memory store
 
     def read(self, partition: int, key: bytes) -> Any:
         store = self.table.data
-        if hasattr(store, "_db_for_partition"):  # RocksDB
+        if self.rocksdb:
             raw = store._db_for_partition(partition).get(key)
             return None if raw is None else orjson.loads(raw)
         return store.data.get(orjson.loads(key))  # memory store (unit tests)
@@ -57,9 +60,7 @@ class TableStore:
     def write(self, partition: int, items: list[tuple[bytes, bytes | None]], offset: int) -> None:
         """Apply values that Kafka acknowledged at changelog ``offset`` (and before)."""
         store = self.table.data
-        if hasattr(store, "_db_for_partition"):
-            import rocksdict
-
+        if self.rocksdb:
             batch = rocksdict.WriteBatch(raw_mode=True)
             for key, value in items:
                 if value is None:
@@ -68,8 +69,6 @@ class TableStore:
                     batch.put(key, value)
                 store._key_index[key] = partition
             store._db_for_partition(partition).write(batch)
-            from faust.types import TP
-
             store.set_persisted_offset(TP(self.changelog, partition), offset)
             return
         for key, value in items:
@@ -134,7 +133,7 @@ class Unit:
     def send(self, declared: str, key: str, value: Any, kind: str | None = None) -> None:
         """Send an Avro record (``kind`` names the member of a union topic) keyed by ``key``."""
         topic, schemas = self._topics[declared]
-        payload = avro_encode(schemas, value, kind) if kind else avro_encode(schemas, value)
+        payload = avro_encode(schemas, value, kind or "")
         self._staged_sends.append((topic, None, key.encode(), payload, None))
 
     def send_raw(self, declared: str, key: bytes | None, value: bytes | None,
@@ -181,7 +180,8 @@ class Unit:
                 for (table, partition, key), value in self._writes.items()]
 
     def apply(self, placed: list[tuple[int, int]]) -> None:
-        """Write the acknowledged values into the local stores."""
+        """Write the acknowledged values into the local stores (``placed`` in the order of
+        :meth:`changelog`)."""
         grouped: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
         offsets: dict[tuple[str, int], int] = {}
         for i, ((table, partition, key), value) in enumerate(self._writes.items()):
