@@ -15,11 +15,12 @@ from typing import Any
 from app.codecs import AVRO_CONTENT_TYPE, avro_decode, avro_encode
 from app.errors import InvalidEvent
 from app.ops.metrics import Metrics
+from app.pack import records
 from app.producer import AckedProducer, BatchProducer
 from app.sequence import RESEEK_S, Sequencer
 from app.settings import Settings
 from app.topology import TopicSpec
-from app.unit import TableStore, Unit, commit
+from app.unit import Output, TableStore, Unit, commit
 
 # A handler runs on one message inside a unit of work (see app.unit).
 Handler = Callable[[Unit, Any], None]
@@ -44,7 +45,7 @@ class Runtime:
     batches: BatchProducer | None = None  # the agents' units of work (see app.unit)
     extras: dict[str, Any] = field(default_factory=dict)  # seams wired by main.py
     stores: dict[str, TableStore] = field(default_factory=dict)
-    _outputs: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    _outputs: dict[str, Output] = field(default_factory=dict)
     _seeks: set[Any] = field(default_factory=set)  # rewinds under way (see app.sequence)
 
     def topic_name(self, declared: str) -> str:
@@ -74,7 +75,8 @@ class Runtime:
         """A new unit of work over every table and topic (their handles made once)."""
         if not self.stores:
             self.stores = {name: TableStore(t) for name, t in self.tables.items()}
-            self._outputs = {name: (spec.name, spec.schemas) for name, spec in self.specs.items()}
+            self._outputs = {name: (spec.name, spec.schemas, spec.partitions if spec.packed else 0)
+                             for name, spec in self.specs.items()}
         return Unit(self.stores, self._outputs)
 
     async def commit(self, unit: Unit) -> None:
@@ -119,6 +121,7 @@ class Runtime:
             waiting = stream.channel.empty
             order = Sequencer()
             pending: list[Any] = []
+            handled = 0  # records (a pack carries many)
             unit = self.unit()
             linger = settings.batch_wait_ms / 1000
             started = time.monotonic()
@@ -128,10 +131,10 @@ class Runtime:
                     if self.admit(order, event, name):
                         if not pending:
                             started = time.monotonic()
-                        self.handle(unit, event.message, handler)
+                        handled += self.handle(unit, event.message, handler)
                         pending.append(event)
-                    if pending and (len(pending) >= settings.batch_max or waiting()):
-                        if len(pending) < settings.batch_max and linger and (
+                    if pending and (handled >= settings.batch_max or waiting()):
+                        if handled < settings.batch_max and linger and (
                                 time.monotonic() - started < linger * 4):
                             await asyncio.sleep(linger)  # let a trickle gather into one unit
                             if not waiting():
@@ -143,6 +146,7 @@ class Runtime:
                             if held is not None:
                                 await events.ack(held)
                         pending.clear()
+                        handled = 0
                         unit = self.unit()
             finally:
                 rewinder.cancel()
@@ -151,11 +155,25 @@ class Runtime:
         consume.__name__ = consume.__qualname__ = name  # how Faust labels it in logs
         return self.app.agent(self.sources[declared], name=name)(consume)
 
-    def handle(self, unit: Unit, message: Any, handler: Handler) -> None:
-        """Run ``handler`` on one message; a message it cannot process is parked, not lost.
+    def handle(self, unit: Unit, message: Any, handler: Handler) -> int:
+        """Run ``handler`` on each record of one message (a pack carries many, see
+        :mod:`app.pack`); return how many. A record it cannot process is parked, not lost.
+        """
+        try:
+            carried = list(records(message))
+        except InvalidEvent as exc:
+            unit.begin(message.partition)
+            self.park(unit, message, exc)
+            return 1
+        for record in carried:
+            self.handle_one(unit, record, handler)
+        return len(carried)
+
+    def handle_one(self, unit: Unit, message: Any, handler: Handler) -> None:
+        """Run ``handler`` on one record.
 
         Faust acks a message whose processing raised, so an escaped exception would drop
-        it: any failure here drops what the message wrote and parks it instead.
+        it: any failure here drops what the record wrote and parks it instead.
         """
         unit.begin(message.partition)
         try:

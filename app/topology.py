@@ -48,6 +48,7 @@ class TopicSpec:
     copartition: str = ""
     table: str = ""
     public: bool = False
+    packed: bool = False  # records travel in packs, one message per partition (app.pack)
 
     def config(self) -> dict[str, str]:
         """Broker-side topic configuration."""
@@ -70,6 +71,7 @@ def _spec(raw: Mapping[str, Any], origin: str) -> TopicSpec:
             copartition=str(raw.get("copartition", "")),
             table=str(raw.get("table", "")),
             public=bool(raw.get("public", False)),
+            packed=bool(raw.get("packed", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TopologyError(f"{origin}: {exc!r}") from exc
@@ -77,6 +79,8 @@ def _spec(raw: Mapping[str, Any], origin: str) -> TopicSpec:
         raise TopologyError(f"{origin}: partitions and replication must be >= 1")
     if spec.cleanup_policy not in ("delete", "compact", "compact,delete"):
         raise TopologyError(f"{origin}: unknown cleanup_policy {spec.cleanup_policy!r}")
+    if spec.packed and (spec.public or spec.table):
+        raise TopologyError(f"{origin}: only internal, non-table topics may be packed")
     if spec.table and "compact" not in spec.cleanup_policy:
         raise TopologyError(f"{origin}: a table's changelog must be compacted")
     return spec
@@ -113,6 +117,7 @@ def effective(spec: TopicSpec, settings: Settings) -> TopicSpec:
         copartition=spec.copartition,
         table=spec.table,
         public=spec.public,
+        packed=spec.packed,
     )
 
 

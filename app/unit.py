@@ -37,9 +37,16 @@ from faust.types import TP
 from app.codecs import avro_encode
 from app.deadletter import deadletter_headers
 from app.errors import InvalidEvent, NotAcknowledged
+from app.pack import PACK_HEADERS, encode_packs, partition_for
 from app.producer import Headers, Record
 
 Slot = tuple[str, int, bytes]  # table, partition, key (JSON, as Faust's stores encode it)
+# How a unit sends to a declared topic: its name on the cluster, its schemas, and its
+# partition count if it is packed (0: one message per record).
+Output = tuple[str, tuple[str, ...], int]
+
+
+PACKED: Headers = list(PACK_HEADERS)  # marks a staged record of a packed topic (by identity)
 
 
 class TableStore:
@@ -102,10 +109,9 @@ class TableView:
 class Unit:
     """What one batch reads, writes and sends; see the module's description."""
 
-    def __init__(self, stores: dict[str, TableStore], topics: dict[str, tuple[str, tuple[str, ...]]]
-                 ) -> None:
+    def __init__(self, stores: dict[str, TableStore], topics: dict[str, Output]) -> None:
         self._stores = stores
-        self._topics = topics  # declared name -> (topic on the cluster, schemas)
+        self._topics = topics  # declared name -> Output
         self.partition = 0
         self._writes: dict[Slot, bytes | None] = {}
         self._sends: list[Record] = []
@@ -132,9 +138,13 @@ class Unit:
 
     def send(self, declared: str, key: str, value: Any, kind: str | None = None) -> None:
         """Send an Avro record (``kind`` names the member of a union topic) keyed by ``key``."""
-        topic, schemas = self._topics[declared]
+        topic, schemas, packed = self._topics[declared]
         payload = avro_encode(schemas, value, kind or "")
-        self._staged_sends.append((topic, None, key.encode(), payload, None))
+        raw = key.encode()
+        if packed:
+            self._staged_sends.append((topic, partition_for(raw, packed), raw, payload, PACKED))
+        else:
+            self._staged_sends.append((topic, None, raw, payload, None))
 
     def send_raw(self, declared: str, key: bytes | None, value: bytes | None,
                  headers: Headers | None = None) -> None:
@@ -164,6 +174,8 @@ class Unit:
         """Send a message that cannot be processed, as it arrived, to the dead-letter topic."""
         headers = deadletter_headers(exc, message.topic, message.partition, message.offset,
                                      message.headers)
+        if getattr(message, "index", None) is not None:  # a record out of a pack
+            headers.append(("postroom-origin-index", str(message.index).encode()))
         self.send_raw("postroom.deadletter", message.key, message.value or b"", headers)
         self.keep()
 
@@ -172,7 +184,22 @@ class Unit:
         return not self._writes and not self._sends
 
     def sends(self) -> list[Record]:
-        return self._sends
+        """What the batch sends: records of packed topics gathered into one pack message
+        per partition (in the order they were sent), the rest as they are."""
+        packs: dict[tuple[str, int | None], tuple[list[bytes], list[bytes]]] = {}
+        out: list[Record] = []
+        for record in self._sends:
+            topic, partition, key, value, headers = record
+            if headers is PACKED:
+                keys, values = packs.setdefault((topic, partition), ([], []))
+                keys.append(key or b"")
+                values.append(value or b"")
+            else:
+                out.append(record)
+        for (topic, partition), (keys, values) in packs.items():
+            out.extend((topic, partition, None, pack, PACK_HEADERS)
+                       for pack in encode_packs(keys, values))
+        return out
 
     def changelog(self) -> list[Record]:
         """The last value of every key the batch wrote, for the tables' changelogs."""

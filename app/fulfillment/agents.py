@@ -16,6 +16,7 @@ from typing import Any
 from app.errors import InvalidEvent
 from app.fulfillment import logic
 from app.models import CatalogEntry, OrderLine, StockCommand
+from app.pack import records
 from app.runtime import Runtime, now_ms
 from app.sequence import Sequencer
 from app.unit import Unit
@@ -64,9 +65,16 @@ def register(rt: Runtime) -> None:
                     continue  # after a hole: its copy comes round again (app.sequence)
                 unit.begin(event.message.partition)
                 try:
-                    lines.append(rt.decode("postroom.lines", event.message.value))
+                    carried = list(records(event.message))
                 except InvalidEvent as exc:
                     rt.park(unit, event.message, exc)
+                    continue
+                for record in carried:
+                    unit.begin(record.partition)
+                    try:
+                        lines.append(rt.decode("postroom.lines", record.value))
+                    except InvalidEvent as exc:
+                        rt.park(unit, record, exc)
             for batch in logic.merge(lines, settings.merge_max_lines, now_ms()):
                 unit.send("postroom.batches", batch["sku"], batch, kind=BATCH)
                 metrics.batches.inc()

@@ -185,12 +185,13 @@ def test_randomized_money_and_stock_are_conserved_under_duplicates(
             orders.append(order_id)
     assert producer.flush(30) == 0
 
-    # Deliver some vouchers' steps a second time, exactly as they were.
+    # Deliver some vouchers' messages (packs of steps) a second time, exactly as they were.
     time.sleep(2)
     vouchers = consume_all(worker.bootstrap, worker.topic("postroom.vouchers"), timeout=5)
     replayed = rng.sample(vouchers, min(60, len(vouchers)))
     for message in replayed:
-        producer.produce(message.topic(), key=message.key(), value=message.value())
+        producer.produce(message.topic(), key=message.key(), value=message.value(),
+                         headers=message.headers())
     assert producer.flush(30) == 0
 
     statuses: dict[str, int] = {}

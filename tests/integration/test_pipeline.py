@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import Producer
 
 from app.codecs import avro_decode, avro_encode
+from app.pack import unpack_values
 from app.producer import producer_config
 from tests.support import Worker, consume_all, decode_events, wait_for
 
@@ -63,8 +64,9 @@ def test_same_sku_orders_in_the_merge_window_share_one_batch(
     batches = [
         record
         for kind, record in (
-            avro_decode(("postroom.FulfillmentBatch", "postroom.StockCommand"), m.value())
+            avro_decode(("postroom.FulfillmentBatch", "postroom.StockCommand"), value)
             for m in consume_all(worker.bootstrap, worker.topic("postroom.batches"), timeout=5)
+            for value in unpack_values(m.headers(), m.value())
         )
         if kind == "postroom.FulfillmentBatch"
     ]
