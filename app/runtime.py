@@ -26,6 +26,24 @@ from app.unit import Output, TableStore, Unit, commit
 Handler = Callable[[Unit, Any], None]
 
 
+@dataclass(frozen=True)
+class Window:
+    """How long a unit of work gathers records (see :meth:`Runtime.agent`)."""
+
+    records: int
+    idle_s: float
+    span_s: float
+    close: Callable[[Unit], None] | None = None
+
+    async def gather(self, waiting: Callable[[], bool], started: float, last: float) -> None:
+        """Wait while nothing new is queued, until the unit's window closes."""
+        while waiting():
+            left = min(started + self.span_s, last + self.idle_s) - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.005))
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -105,40 +123,46 @@ class Runtime:
             for tp, offset in order.overdue():
                 await self.app.consumer.seek(tp, offset)
 
-    def agent(self, declared: str, name: str, handler: Handler) -> Any:
-        """Declare an agent that runs ``handler`` on each message of a declared topic, in
+    def agent(self, declared: str, name: str, handler: Handler, *,
+              window: Window | None = None) -> Any:
+        """Declare an agent that runs ``handler`` on each record of a declared topic, in
         order, in batches that are each one unit of work (see :mod:`app.unit`).
 
+        A unit is what has arrived, up to ``window.records``; when the queue runs dry it
+        waits for more until nothing has come for ``window.idle_s``, or ``window.span_s``
+        after its first record, whichever is first (default: POSTROOM_BATCH_MAX records, a
+        gap of POSTROOM_BATCH_WAIT_MS, at most four of them). ``window.close`` runs on the
+        unit just before it is committed.
         One actor per worker (faust-streaming #606: concurrency > 1 can lose offsets).
         """
-        settings = self.settings
+        linger = self.settings.batch_wait_ms / 1000
+        shape = window or Window(self.settings.batch_max, linger, linger * 4)
 
         async def consume(stream: Any) -> None:
-            # Acks are ours: a message is acked only once its unit is durable. A unit is what
-            # has arrived (at most POSTROOM_BATCH_MAX); when the queue runs dry it waits
-            # POSTROOM_BATCH_WAIT_MS for more, up to four times, then goes.
+            # Acks are ours: a message is acked only once its unit is durable.
             events = stream.noack()
             waiting = stream.channel.empty
             order = Sequencer()
             pending: list[Any] = []
             handled = 0  # records (a pack carries many)
             unit = self.unit()
-            linger = settings.batch_wait_ms / 1000
-            started = time.monotonic()
+            started = last = time.monotonic()
             rewinder = asyncio.ensure_future(self.rewind_overdue(order))
             try:
                 async for event in events.events():
                     if self.admit(order, event, name):
+                        last = time.monotonic()
                         if not pending:
-                            started = time.monotonic()
+                            started = last
                         handled += self.handle(unit, event.message, handler)
                         pending.append(event)
-                    if pending and (handled >= settings.batch_max or waiting()):
-                        if handled < settings.batch_max and linger and (
-                                time.monotonic() - started < linger * 4):
-                            await asyncio.sleep(linger)  # let a trickle gather into one unit
+                    if pending and (handled >= shape.records or waiting()):
+                        if handled < shape.records:
+                            await shape.gather(waiting, started, last)
                             if not waiting():
                                 continue
+                        if shape.close is not None:
+                            shape.close(unit)
                         await self.commit(unit)
                         for done in pending:
                             await events.ack(done)

@@ -19,16 +19,16 @@ from app.settings import Settings
 TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topology"
 
 # Topics an agent consumes (raw bytes: the agent decodes, so a bad message is parked, not fatal).
-CONSUMED = ("orders.requests", "orders.events", "postroom.catalog", "postroom.lines",
+CONSUMED = ("orders.requests", "postroom.inbox", "postroom.catalog", "postroom.lines",
             "postroom.batches", "postroom.ledger", "postroom.vouchers")
 # Tables: name -> the topic whose partitions they follow.
 TABLES = {
     "request_by_order": "orders.requests",
-    "order_by_id": "orders.events",
+    "order_by_id": "postroom.inbox",
     "stock_by_sku": "postroom.batches",
     "account_by_id": "postroom.ledger",
     "voucher_by_id": "postroom.vouchers",
-    "outstanding_orders": "orders.events",
+    "outstanding_orders": "postroom.inbox",
     "outstanding_transfers": "postroom.vouchers",
 }
 GLOBAL_TABLES = {"price_by_sku": "postroom.catalog"}

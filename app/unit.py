@@ -117,6 +117,7 @@ class Unit:
         self._sends: list[Record] = []
         self._staged_writes: dict[Slot, bytes | None] = {}
         self._staged_sends: list[Record] = []
+        self.gathered: list[Any] = []  # what an agent's handlers set aside for its window
 
     # -- for handlers -----------------------------------------------------------------
 

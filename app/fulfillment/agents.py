@@ -13,12 +13,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from app.errors import InvalidEvent
 from app.fulfillment import logic
-from app.models import CatalogEntry, OrderLine, StockCommand
-from app.pack import records
-from app.runtime import Runtime, now_ms
-from app.sequence import Sequencer
+from app.models import CatalogEntry, StockCommand
+from app.runtime import Runtime, Window, now_ms
 from app.unit import Unit
 
 BATCH = logic.BATCH
@@ -26,7 +23,6 @@ STOCK = logic.STOCK_COMMAND
 
 
 def register(rt: Runtime) -> None:
-    app = rt.app
     settings = rt.settings
     metrics = rt.metrics
     chance = random.Random()
@@ -52,35 +48,26 @@ def register(rt: Runtime) -> None:
 
     rt.agent("postroom.catalog", "apply_catalog", apply_entry)
 
-    @app.agent(rt.sources["postroom.lines"], name="dispatch_lines")
-    async def dispatch_lines(stream: Any) -> None:
-        """Merge same-sku lines arriving within the window into one batch per sku."""
-        wait = settings.merge_max_wait_ms / 1000
-        order = Sequencer()
-        async for events in stream.take_events(settings.merge_max_lines, within=wait):
-            unit = rt.unit()
-            lines: list[OrderLine] = []
-            for event in events:
-                if not rt.admit(order, event, "dispatch_lines"):
-                    continue  # after a hole: its copy comes round again (app.sequence)
-                unit.begin(event.message.partition)
-                try:
-                    carried = list(records(event.message))
-                except InvalidEvent as exc:
-                    rt.park(unit, event.message, exc)
-                    continue
-                for record in carried:
-                    unit.begin(record.partition)
-                    try:
-                        lines.append(rt.decode("postroom.lines", record.value))
-                    except InvalidEvent as exc:
-                        rt.park(unit, record, exc)
-            for batch in logic.merge(lines, settings.merge_max_lines, now_ms()):
-                unit.send("postroom.batches", batch["sku"], batch, kind=BATCH)
-                metrics.batches.inc()
-                metrics.batch_lines.observe(len(batch["lines"]))
-            unit.keep()
-            await rt.commit(unit)
+    def take_line(unit: Unit, msg: Any) -> None:
+        """Set a line aside for its unit, which is the merge window (see close_window)."""
+        unit.gathered.append(rt.decode("postroom.lines", msg.value))
+
+    def close_window(unit: Unit) -> None:
+        """Merge the window's lines: one batch per sku (at most the window's line count)."""
+        if not unit.gathered:
+            return
+        unit.begin(0)
+        for batch in logic.merge(unit.gathered, settings.merge_max_lines, now_ms()):
+            unit.send("postroom.batches", batch["sku"], batch, kind=BATCH)
+            metrics.batches.inc()
+            metrics.batch_lines.observe(len(batch["lines"]))
+        unit.keep()
+
+    # A unit of the dispatcher closes at POSTROOM_MERGE_MAX_LINES lines or
+    # POSTROOM_MERGE_MAX_WAIT_MS after its first line, whichever comes first.
+    wait = settings.merge_max_wait_ms / 1000
+    rt.agent("postroom.lines", "dispatch_lines", take_line,
+             window=Window(settings.merge_max_lines, wait, wait, close_window))
 
     def release_line(unit: Unit, cmd: StockCommand, stock: dict[str, Any]) -> None:
         stock_by_sku = unit.table("stock_by_sku")
@@ -92,7 +79,7 @@ def register(rt: Runtime) -> None:
         if new or not (stock_by_sku.get(key) or {}).get("released"):
             stock_by_sku[key] = record
         event = logic.release_event(line_id, sku, units, cmd["command_id"], now_ms())
-        unit.send("orders.events", event["order_id"], event)
+        unit.send("postroom.inbox", event["order_id"], event)
 
     def fulfill_one(unit: Unit, msg: Any) -> None:
         """Reserve stock for a whole batch in one write and report every line's outcome."""
@@ -128,6 +115,6 @@ def register(rt: Runtime) -> None:
             if alloc.new or stock_by_sku.get(key) is None:
                 stock_by_sku[key] = logic.allocation_record(alloc, record["batch_id"])
             result = logic.line_result(alloc, record["batch_id"], at)
-            unit.send("orders.events", alloc.line["order_id"], result)
+            unit.send("postroom.inbox", alloc.line["order_id"], result)
 
     rt.agent("postroom.batches", "fulfill_batches", fulfill_one)

@@ -63,7 +63,7 @@ def register(rt: Runtime) -> None:
         "order": (rt.tables["outstanding_orders"], rt.tables["order_by_id"]),
         "transfer": (rt.tables["outstanding_transfers"], rt.tables["voucher_by_id"]),
     }
-    events_out = rt.topics["orders.events"]
+    events_out = rt.topics["postroom.inbox"]
     vouchers_out = rt.topics["postroom.vouchers"]
     registry = rt.metrics.registry
     redispatched = Counter("postroom_reconcile_redispatched", "Overdue requests re-dispatched",

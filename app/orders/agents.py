@@ -67,7 +67,7 @@ def register(rt: Runtime) -> None:
         else:
             decision = logic.accept(request, price_of, now_ms())
             request_by_order[order_id] = {"hash": request["body_hash"], "event": decision}
-        unit.send("orders.events", order_id, decision)
+        unit.send("postroom.inbox", order_id, decision)
 
     def keep_outstanding(unit: Unit, state: dict[str, Any], event: OrderEvent) -> None:
         """Track the order in the outstanding table from acceptance until it is terminal."""
@@ -84,33 +84,58 @@ def register(rt: Runtime) -> None:
         book.apply(outstanding, order_id, decision)
 
     def saga_step(unit: Unit, msg: Any) -> None:
-        """Fold one event into its order and take the next step of the order's saga."""
+        """Fold one reported event into its order, publish it on ``orders.events``, and take
+        the order's next steps; the saga's own events are folded at once, the same way."""
         order_by_id = unit.table("order_by_id")
-        order_event: OrderEvent = rt.decode("orders.events", msg.value)
-        order_id = order_event["order_id"]
+        reported: OrderEvent = rt.decode("postroom.inbox", msg.value)
+        order_id = reported["order_id"]
         state = order_by_id.get(order_id) or logic.new_state(order_id)
-        fresh = logic.apply_event(state, order_event)
-        if not fresh:
+        fresh = logic.apply_event(state, reported)
+        if fresh:
+            unit.send_raw("orders.events", msg.key or order_id.encode(), msg.value)
+            count_terminal(reported)
+        else:
             metrics.duplicates.labels("saga").inc()
         # A redelivered last event is decided again: after a crash the table may hold it
         # while its follow-up never reached Kafka (every receiver is idempotent).
-        if fresh or state.get("last_event_id") == order_event["event_id"]:
-            decisions = logic.decide(state, order_event, now_ms(), settings.reconcile_max_attempts)
-            for action in decisions:
-                perform(unit, action)
-                if action[0] not in state["sent"]:
-                    state["sent"].append(action[0])
-                    fresh = True
+        if fresh or state.get("last_reported_id") == reported["event_id"]:
+            fresh = follow_up(unit, state, reported) or fresh
         if fresh:
+            state["last_reported_id"] = reported["event_id"]
             order_by_id[order_id] = state
-            keep_outstanding(unit, state, order_event)
-        if fresh and order_event["type"] in logic.TERMINAL:
-            metrics.orders_terminal.labels(order_event["type"]).inc()
-            latency = (order_event["at_ms"] - (order_event.get("requested_at_ms") or 0)) / 1000
+            keep_outstanding(unit, state, reported)
+
+    def follow_up(unit: Unit, state: dict[str, Any], reported: OrderEvent) -> bool:
+        """Take the steps ``reported`` makes due, folding the saga's own events into the
+        order as they are published; return whether the order changed."""
+        changed = False
+        due = [reported]
+        while due:
+            event = due.pop(0)
+            for action in logic.decide(state, event, now_ms(), settings.reconcile_max_attempts):
+                kind, payload = action
+                if kind == "emit":
+                    own: OrderEvent = payload
+                    unit.send("orders.events", own["order_id"], own)
+                    if logic.apply_event(state, own):
+                        count_terminal(own)
+                        due.append(own)
+                        changed = True
+                else:
+                    perform(unit, action)
+                if kind not in state["sent"]:
+                    state["sent"].append(kind)
+                    changed = True
+        return changed
+
+    def count_terminal(event: OrderEvent) -> None:
+        if event["type"] in logic.TERMINAL:
+            metrics.orders_terminal.labels(event["type"]).inc()
+            latency = (event["at_ms"] - (event.get("requested_at_ms") or 0)) / 1000
             metrics.order_latency.observe(max(latency, 0.0))
 
     rt.agent("orders.requests", "accept_orders", accept_one)
-    rt.agent("orders.events", "run_order_saga", saga_step)
+    rt.agent("postroom.inbox", "run_order_saga", saga_step)
 
     def perform(unit: Unit, action: tuple[str, Any]) -> None:
         kind, payload = action
@@ -118,8 +143,6 @@ def register(rt: Runtime) -> None:
         if kind == "dispatch":
             for line in payload:
                 unit.send("postroom.lines", line["sku"], line)
-        elif kind == "emit":
-            unit.send("orders.events", payload["order_id"], payload)
         elif kind == "pay":
             debit = payments.order_debit(payload, rt.settings.merchant_account, at)
             unit.send("postroom.ledger", debit["account_id"], debit)

@@ -139,7 +139,7 @@ def register(rt: Runtime) -> None:
                 "cause_id": f"http:DELETE /orders/{order_id}",
             }
             try:
-                await rt.publish("orders.events", order_id, event)
+                await rt.publish("postroom.inbox", order_id, event)
             except NotAcknowledged as exc:
                 return error(self, 503, "unavailable", str(exc), headers={"Retry-After": "1"})
             url = f"/orders/{order_id}"

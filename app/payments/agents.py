@@ -58,7 +58,7 @@ def register(rt: Runtime) -> None:
                 if kind == "ledger":
                     unit.send("postroom.ledger", payload["account_id"], payload)
                 else:
-                    unit.send("orders.events", payload["order_id"], payload)
+                    unit.send("postroom.inbox", payload["order_id"], payload)
         if fresh:
             state["last_event_id"] = event["event_id"]
             voucher_by_id[voucher_id] = state
