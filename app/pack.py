@@ -64,16 +64,20 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def encode_packs(keys: list[bytes], values: list[bytes]) -> Iterator[bytes]:
-    """The values of the pack messages that carry these records (split to stay small)."""
+def encode_packs(keys: list[bytes], values: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """The keys and values of the pack messages that carry these records (split to stay
+    small). A pack's key is its first record's: it hashes to the same partition as every
+    record in it, so a pack copied by key (a replay) lands where its records belong."""
     start, size = 0, 0
     for i, value in enumerate(values):
         size += len(value) + len(keys[i]) + 8
         if size > MAX_PACK_BYTES and i > start:
-            yield avro_encode(PACK_SCHEMA, {"keys": keys[start:i], "values": values[start:i]})
+            yield keys[start], avro_encode(PACK_SCHEMA, {"keys": keys[start:i],
+                                                         "values": values[start:i]})
             start, size = i, len(value) + len(keys[i]) + 8
     if start < len(values):
-        yield avro_encode(PACK_SCHEMA, {"keys": keys[start:], "values": values[start:]})
+        yield keys[start], avro_encode(PACK_SCHEMA, {"keys": keys[start:],
+                                                     "values": values[start:]})
 
 
 @dataclass(frozen=True, slots=True)

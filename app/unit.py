@@ -198,8 +198,8 @@ class Unit:
             else:
                 out.append(record)
         for (topic, partition), (keys, values) in packs.items():
-            out.extend((topic, partition, None, pack, PACK_HEADERS)
-                       for pack in encode_packs(keys, values))
+            out.extend((topic, partition, key, pack, PACK_HEADERS)
+                       for key, pack in encode_packs(keys, values))
         return out
 
     def changelog(self) -> list[Record]:

@@ -62,7 +62,8 @@ def test_a_unit_sends_one_pack_per_partition_in_send_order() -> None:
     assert len(sent) == len({pack.partition_for(s.encode(), 4) for s in skus}) <= 4
     seen = []
     for topic, partition, key, value, headers in sent:
-        assert topic == "x-lines" and key is None and headers == pack.PACK_HEADERS
+        assert topic == "x-lines" and headers == pack.PACK_HEADERS
+        assert key is not None and pack.partition_for(key, 4) == partition
         message = Message(topic, partition or 0, 7, key, value, headers)
         for record in pack.records(message):
             assert pack.partition_for(record.key, 4) == partition
@@ -92,8 +93,9 @@ def test_big_packs_are_split_and_plain_messages_pass_through() -> None:
     keys = [b"k%d" % i for i in range(300)]
     values = [bytes(4096) for _ in keys]
     packs = list(pack.encode_packs(keys, values))
-    assert len(packs) > 1 and all(len(p) <= pack.MAX_PACK_BYTES + 5000 for p in packs)
-    assert sum(len(pack.unpack_values(pack.PACK_HEADERS, p)) for p in packs) == 300
+    assert len(packs) > 1 and all(len(p) <= pack.MAX_PACK_BYTES + 5000 for _, p in packs)
+    assert sum(len(pack.unpack_values(pack.PACK_HEADERS, p)) for _, p in packs) == 300
+    assert packs[0][0] == b"k0"
     plain = Message("t", 1, 3, b"k", b"v", [("content-type", b"x")])
     assert list(pack.records(plain)) == [plain]
 
