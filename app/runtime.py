@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.codecs import AVRO_CONTENT_TYPE, avro_decode, avro_encode
+from app.codecs import AVRO_CONTENT_TYPE, avro_encode
 from app.errors import InvalidEvent
 from app.ops.metrics import Metrics
-from app.pack import records
+from app.pack import decode, records
 from app.producer import AckedProducer, BatchProducer
 from app.sequence import RESEEK_S, Sequencer
 from app.settings import Settings
@@ -72,10 +72,9 @@ class Runtime:
     def schemas(self, declared: str) -> tuple[str, ...]:
         return self.specs[declared].schemas
 
-    def decode(self, declared: str, payload: bytes | None) -> Any:
-        if payload is None:
-            raise InvalidEvent("empty message (no value)", code="undecodable")
-        return avro_decode(self.schemas(declared), payload)
+    def decode(self, declared: str, message: Any) -> Any:
+        """The record a consumed message (or a record of a pack) carries."""
+        return decode(self.schemas(declared), message)
 
     async def publish(self, declared: str, key: str, value: Any) -> tuple[int, int]:
         """Append an Avro record to a declared topic and wait for Kafka's acknowledgement.

@@ -37,16 +37,14 @@ from faust.types import TP
 from app.codecs import avro_encode
 from app.deadletter import deadletter_headers
 from app.errors import InvalidEvent, NotAcknowledged
-from app.pack import PACK_HEADERS, encode_packs, partition_for
+from app.pack import PACK_HEADERS, encode_packs, partition_for, shaped
 from app.producer import Headers, Record
 
 Slot = tuple[str, int, bytes]  # table, partition, key (JSON, as Faust's stores encode it)
 # How a unit sends to a declared topic: its name on the cluster, its schemas, and its
 # partition count if it is packed (0: one message per record).
 Output = tuple[str, tuple[str, ...], int]
-
-
-PACKED: Headers = list(PACK_HEADERS)  # marks a staged record of a packed topic (by identity)
+Packed = tuple[str, int, bytes, Any]  # topic, partition, key, record (see app.pack)
 
 
 class TableStore:
@@ -117,6 +115,8 @@ class Unit:
         self._sends: list[Record] = []
         self._staged_writes: dict[Slot, bytes | None] = {}
         self._staged_sends: list[Record] = []
+        self._packed: list[Packed] = []
+        self._staged_packed: list[Packed] = []
         self.gathered: list[Any] = []  # what an agent's handlers set aside for its window
 
     # -- for handlers -----------------------------------------------------------------
@@ -140,12 +140,13 @@ class Unit:
     def send(self, declared: str, key: str, value: Any, kind: str | None = None) -> None:
         """Send an Avro record (``kind`` names the member of a union topic) keyed by ``key``."""
         topic, schemas, packed = self._topics[declared]
-        payload = avro_encode(schemas, value, kind or "")
         raw = key.encode()
         if packed:
-            self._staged_sends.append((topic, partition_for(raw, packed), raw, payload, PACKED))
+            self._staged_packed.append((topic, partition_for(raw, packed), raw,
+                                        shaped(schemas, value, kind or "")))
         else:
-            self._staged_sends.append((topic, None, raw, payload, None))
+            self._staged_sends.append((topic, None, raw, avro_encode(schemas, value, kind or ""),
+                                       None))
 
     def send_raw(self, declared: str, key: bytes | None, value: bytes | None,
                  headers: Headers | None = None) -> None:
@@ -158,18 +159,22 @@ class Unit:
         self.partition = partition
         self._staged_writes.clear()
         self._staged_sends.clear()
+        self._staged_packed.clear()
 
     def keep(self) -> None:
         """The message was handled: its writes and sends join the batch."""
         self._writes.update(self._staged_writes)
         self._sends.extend(self._staged_sends)
+        self._packed.extend(self._staged_packed)
         self._staged_writes.clear()
         self._staged_sends.clear()
+        self._staged_packed.clear()
 
     def drop(self) -> None:
         """The message failed: forget what it wrote and sent."""
         self._staged_writes.clear()
         self._staged_sends.clear()
+        self._staged_packed.clear()
 
     def park(self, message: Any, exc: InvalidEvent) -> None:
         """Send a message that cannot be processed, as it arrived, to the dead-letter topic."""
@@ -182,24 +187,20 @@ class Unit:
 
     @property
     def empty(self) -> bool:
-        return not self._writes and not self._sends
+        return not self._writes and not self._sends and not self._packed
 
     def sends(self) -> list[Record]:
         """What the batch sends: records of packed topics gathered into one pack message
         per partition (in the order they were sent), the rest as they are."""
-        packs: dict[tuple[str, int | None], tuple[list[bytes], list[bytes]]] = {}
-        out: list[Record] = []
-        for record in self._sends:
-            topic, partition, key, value, headers = record
-            if headers is PACKED:
-                keys, values = packs.setdefault((topic, partition), ([], []))
-                keys.append(key or b"")
-                values.append(value or b"")
-            else:
-                out.append(record)
-        for (topic, partition), (keys, values) in packs.items():
+        packs: dict[tuple[str, int], tuple[list[bytes], list[Any]]] = {}
+        for topic, partition, key, record in self._packed:
+            keys, records = packs.setdefault((topic, partition), ([], []))
+            keys.append(key)
+            records.append(record)
+        out = list(self._sends)
+        for (topic, partition), (keys, records) in packs.items():
             out.extend((topic, partition, key, pack, PACK_HEADERS)
-                       for key, pack in encode_packs(keys, values))
+                       for key, pack in encode_packs(keys, records))
         return out
 
     def changelog(self) -> list[Record]:

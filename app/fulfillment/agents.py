@@ -30,7 +30,7 @@ def register(rt: Runtime) -> None:
 
     def apply_entry(unit: Unit, msg: Any) -> None:
         """Record a sku's price and hand its on-hand count to the fulfiller that owns it."""
-        entry: CatalogEntry = rt.decode("postroom.catalog", msg.value)
+        entry: CatalogEntry = rt.decode("postroom.catalog", msg)
         command: StockCommand = {
             "command_id": entry["command_id"],
             "kind": "SET",
@@ -50,7 +50,7 @@ def register(rt: Runtime) -> None:
 
     def take_line(unit: Unit, msg: Any) -> None:
         """Set a line aside for its unit, which is the merge window (see close_window)."""
-        unit.gathered.append(rt.decode("postroom.lines", msg.value))
+        unit.gathered.append(rt.decode("postroom.lines", msg))
 
     def close_window(unit: Unit) -> None:
         """Merge the window's lines: one batch per sku (at most the window's line count)."""
@@ -84,7 +84,7 @@ def register(rt: Runtime) -> None:
     def fulfill_one(unit: Unit, msg: Any) -> None:
         """Reserve stock for a whole batch in one write and report every line's outcome."""
         stock_by_sku = unit.table("stock_by_sku")
-        kind, record = rt.decode("postroom.batches", msg.value)
+        kind, record = rt.decode("postroom.batches", msg)
         sku = record["sku"]
         stock = stock_by_sku.get(sku) or logic.empty_stock(sku)
         if kind == STOCK:

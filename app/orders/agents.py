@@ -87,12 +87,12 @@ def register(rt: Runtime) -> None:
         """Fold one reported event into its order, publish it on ``orders.events``, and take
         the order's next steps; the saga's own events are folded at once, the same way."""
         order_by_id = unit.table("order_by_id")
-        reported: OrderEvent = rt.decode("postroom.inbox", msg.value)
+        reported: OrderEvent = rt.decode("postroom.inbox", msg)
         order_id = reported["order_id"]
         state = order_by_id.get(order_id) or logic.new_state(order_id)
         fresh = logic.apply_event(state, reported)
         if fresh:
-            unit.send_raw("orders.events", msg.key or order_id.encode(), msg.value)
+            unit.send("orders.events", order_id, reported)
             count_terminal(reported)
         else:
             metrics.duplicates.labels("saga").inc()

@@ -26,7 +26,7 @@ def register(rt: Runtime) -> None:
     def apply_one(unit: Unit, msg: Any) -> None:
         """Apply one command to its account once; report the voucher's new step."""
         account_by_id = unit.table("account_by_id")
-        cmd: logic.LedgerCommand = rt.decode("postroom.ledger", msg.value)
+        cmd: logic.LedgerCommand = rt.decode("postroom.ledger", msg)
         account_id, command_id = cmd["account_id"], cmd["command_id"]
         account = account_by_id.get(account_id) or logic.new_account(account_id)
         done, outcome = logic.recorded_outcome(
@@ -47,7 +47,7 @@ def register(rt: Runtime) -> None:
     def voucher_step(unit: Unit, msg: Any) -> None:
         """Fold one step into its voucher and ask the ledger for the next one."""
         voucher_by_id = unit.table("voucher_by_id")
-        event: logic.VoucherEvent = rt.decode("postroom.vouchers", msg.value)
+        event: logic.VoucherEvent = rt.decode("postroom.vouchers", msg)
         voucher_id = event["voucher_id"]
         state = voucher_by_id.get(voucher_id) or logic.new_voucher(voucher_id)
         fresh = logic.apply_voucher_event(state, event)

@@ -12,8 +12,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from app.codecs import avro_decode, avro_encode
-from app.pack import unpack_values
+from app.codecs import avro_encode
+from app.pack import decode_all
 from app.producer import producer_config
 from tests.support import Worker, consume_all, decode_events, wait_for
 
@@ -64,9 +64,10 @@ def test_same_sku_orders_in_the_merge_window_share_one_batch(
     batches = [
         record
         for kind, record in (
-            avro_decode(("postroom.FulfillmentBatch", "postroom.StockCommand"), value)
+            decoded
             for m in consume_all(worker.bootstrap, worker.topic("postroom.batches"), timeout=5)
-            for value in unpack_values(m.headers(), m.value())
+            for decoded in decode_all(("postroom.FulfillmentBatch", "postroom.StockCommand"),
+                                      m.headers(), m.value())
         )
         if kind == "postroom.FulfillmentBatch"
     ]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app import pack
-from app.codecs import avro_decode
+from app.codecs import avro_encode
 from app.errors import InvalidEvent
 from app.unit import Unit
 
@@ -67,7 +67,7 @@ def test_a_unit_sends_one_pack_per_partition_in_send_order() -> None:
         message = Message(topic, partition or 0, 7, key, value, headers)
         for record in pack.records(message):
             assert pack.partition_for(record.key, 4) == partition
-            decoded = avro_decode(("postroom.OrderLine",), record.value)
+            decoded = pack.decode(("postroom.OrderLine",), record)
             assert record.key == decoded["sku"].encode() and record.offset == 7
             seen.append(decoded["sku"])
     assert sorted(seen) == sorted(skus)
@@ -84,18 +84,35 @@ def test_a_dropped_record_never_reaches_a_pack() -> None:
     unit.begin(0)
     unit.send("postroom.lines", "dropped", line("dropped"))
     unit.drop()
-    values = [v for _, _, _, value, headers in unit.sends()
-              for v in pack.unpack_values(headers, value)]
-    assert [avro_decode(("postroom.OrderLine",), v)["sku"] for v in values] == ["kept"]
+    lines = [r for _, _, _, value, headers in unit.sends()
+             for r in pack.decode_all(("postroom.OrderLine",), headers, value)]
+    assert [r["sku"] for r in lines] == ["kept"]
+
+
+def test_pack_records_get_the_schema_defaults_and_union_names() -> None:
+    unit = Unit({}, {"postroom.batches": ("x-batches", ("postroom.FulfillmentBatch",
+                                                         "postroom.StockCommand"), 4)})
+    unit.begin(0)
+    bare = {k: v for k, v in line("pen").items() if k != "attempt"}  # attempt has a default
+    batch = {"batch_id": "b1", "sku": "pen", "created_at_ms": 1, "lines": [bare]}
+    unit.send("postroom.batches", "pen", batch, kind="postroom.FulfillmentBatch")
+    unit.keep()
+    [(_, _, _, value, headers)] = unit.sends()
+    [(name, record)] = pack.decode_all(("postroom.FulfillmentBatch", "postroom.StockCommand"),
+                                       headers, value)
+    assert name == "postroom.FulfillmentBatch" and record["batch_id"] == "b1"
+    plain = avro_encode(("postroom.OrderLine",), line("pen"))
+    assert pack.decode_all(("postroom.OrderLine",), None, plain) == [line("pen")]
 
 
 def test_big_packs_are_split_and_plain_messages_pass_through() -> None:
     keys = [b"k%d" % i for i in range(300)]
-    values = [bytes(4096) for _ in keys]
-    packs = list(pack.encode_packs(keys, values))
-    assert len(packs) > 1 and all(len(p) <= pack.MAX_PACK_BYTES + 5000 for _, p in packs)
-    assert sum(len(pack.unpack_values(pack.PACK_HEADERS, p)) for _, p in packs) == 300
-    assert packs[0][0] == b"k0"
+    records = [{"blob": "x" * 4096} for _ in keys]
+    packs = list(pack.encode_packs(keys, records))
+    assert len(packs) > 1 and all(len(p) <= pack.MAX_PACK_BYTES for _, p in packs)
+    carried = [r for _, p in packs
+               for r in pack.records(Message("t", 0, 0, None, p, pack.PACK_HEADERS))]
+    assert [r.key for r in carried] == keys and packs[0][0] == b"k0"
     plain = Message("t", 1, 3, b"k", b"v", [("content-type", b"x")])
     assert list(pack.records(plain)) == [plain]
 
