@@ -72,7 +72,8 @@ class TableStore:
                     batch.delete(key)
                 else:
                     batch.put(key, value)
-                store._key_index[key] = partition
+            # Faust's key -> partition cache (a locked LRU) is left to fill on its own reads:
+            # a key lives in one partition, so it can never point a read at the wrong one.
             store._db_for_partition(partition).write(batch)
             store.set_persisted_offset(TP(self.changelog, partition), offset)
             return
