@@ -122,7 +122,7 @@ class PostroomSystem:
 
 def profiler(ctx: Context, name: str, seconds: int = 20) -> Callable[[System], None] | None:
     """A ``during`` hook that records the worker with py-spy (with ``--profile``)."""
-    if not ctx.profile or not merging_profiled(name):
+    if not ctx.profile:
         return None
     spy = Path(sys.executable).with_name("py-spy")
     if not spy.exists():
@@ -142,10 +142,6 @@ def profiler(ctx: Context, name: str, seconds: int = 20) -> Callable[[System], N
     return record
 
 
-def merging_profiled(name: str) -> bool:
-    return name in ("merge", "nomerge")
-
-
 def run_full(ctx: Context, name: str, merging: bool) -> RunResult:
     title = "Postroom, merging on" if merging else "Postroom, merging off"
     result = RunResult(name, title)
@@ -153,9 +149,16 @@ def run_full(ctx: Context, name: str, merging: bool) -> RunResult:
     orders = ctx.workload.orders(ctx.orders)
     result.extra["merge_max_lines"] = 200 if merging else 1
     result.extra["merge_max_wait_ms"] = ctx.merge_wait_ms
+    return profiled(ctx, name, result,
+                    lambda during: run_pipeline(ctx, result, system, orders, during=during))
+
+
+def profiled(ctx: Context, name: str, result: RunResult,
+             run: Callable[[Callable[[System], None] | None], RunResult]) -> RunResult:
+    """Run a pipeline, recording its worker with py-spy when ``--profile`` is given."""
     profile = ctx.out / f"profile-{name}.txt"
     profile.unlink(missing_ok=True)
-    result = run_pipeline(ctx, result, system, orders, during=profiler(ctx, name))
+    result = run(profiler(ctx, name))
     if ctx.profile and profile.exists():
         from bench.report import fold_profile, profile_areas
 
@@ -177,4 +180,6 @@ def run_half(ctx: Context, name: str = "half") -> RunResult:
     system = PostroomSystem(ctx, name, 200, ctx.merge_wait_ms)
     result.extra["merge_max_lines"] = 200
     result.extra["merge_max_wait_ms"] = ctx.merge_wait_ms
-    return run_pipeline(ctx, result, system, orders, rate=rate)
+    return profiled(ctx, name, result,
+                    lambda during: run_pipeline(ctx, result, system, orders, rate=rate,
+                                                during=during))
