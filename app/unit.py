@@ -21,7 +21,8 @@ changelog, so a restart rebuilds exactly what Kafka holds.
 This is the merge idea of DESIGN.md applied to state: the same key written many times in a
 batch is written once (the last), and a thousand sends cost one wake-up of the event loop.
 A handler that raises has its own writes and sends dropped and its message parked in the
-dead-letter topic; the rest of the batch goes on.
+dead-letter topic; the rest of the batch goes on. Sends to a packed topic leave as one pack
+per partition (see :mod:`app.pack`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
     postroom.catalog --apply_catalog--> postroom.batches (StockCommand SET), price_by_sku
     postroom.lines   --dispatch_lines--> postroom.batches (FulfillmentBatch, key = sku)
     postroom.batches --fulfill_batches--> stock_by_sku (stock and per-line allocations)
-                                       --> orders.events (LINE_RESULT per line)
+                                       --> postroom.inbox (LINE_RESULT per line)
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
-"""Order agents: accept requests, and run each order's saga over its events.
+"""Order agents: accept requests, and run each order's saga over what it is told.
 
 ::
 
-    orders.requests --accept_orders--> orders.events (ACCEPTED | REJECTED)
-    orders.events   --run_order_saga--> order_by_id (projection)
+    orders.requests --accept_orders--> postroom.inbox (ACCEPTED | REJECTED)
+    postroom.inbox  --run_order_saga--> order_by_id (projection)
+                                     --> orders.events (every event it folds, its own too)
                                      --> postroom.ledger (pay: debit into a voucher)
                                      --> postroom.lines (dispatch, key = sku)
                                      --> postroom.vouchers (settle: credit and refund)
                                      --> postroom.batches (release stock on cancellation)
-                                     --> orders.events (DISPATCHED, CANCELLING, terminal, ...)
 """
 
 from __future__ import annotations

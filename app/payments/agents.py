@@ -6,7 +6,7 @@
                                               --> postroom.vouchers (ISSUED, REDEEMED, ...)
     postroom.vouchers --run_voucher_saga--> voucher_by_id (projection)
                                          --> postroom.ledger (DEBIT, CREDIT, REFUND)
-                                         --> orders.events (PAID, PAYMENT_REJECTED, SETTLED)
+                                         --> postroom.inbox (PAID, PAYMENT_REJECTED, SETTLED)
 """
 
 from __future__ import annotations
