@@ -28,12 +28,11 @@ per partition (see :mod:`app.pack`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 import rocksdict
-from faust.types import TP
 
 from app.codecs import avro_encode
 from app.deadletter import deadletter_headers
@@ -63,6 +62,26 @@ class TableStore:
             return None if raw is None else orjson.loads(raw)
         return store.data.get(orjson.loads(key))  # memory store (unit tests)
 
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        """Every key and value in the partitions this worker is active for."""
+        store = self.table.data
+        if not self.rocksdb:
+            yield from list(store.data.items())
+            return
+        for key, value in store._iteritems():
+            yield orjson.loads(key), orjson.loads(value)
+
+    def lookup(self, key: bytes) -> Any:
+        """A key's value in whichever partition holds it (a global table's reader)."""
+        store = self.table.data
+        if self.rocksdb:
+            for db in list(store._dbs.values()):
+                raw = db.get(key)
+                if raw is not None:
+                    return orjson.loads(raw)
+            return None
+        return store.data.get(orjson.loads(key))
+
     def write(self, partition: int, items: list[tuple[bytes, bytes | None]], offset: int) -> None:
         """Apply values that Kafka acknowledged at changelog ``offset`` (and before)."""
         store = self.table.data
@@ -73,10 +92,12 @@ class TableStore:
                     batch.delete(key)
                 else:
                     batch.put(key, value)
+            # The recovery position goes in the same atomic write, where Faust's
+            # ``set_persisted_offset`` would put it with a second one.
+            batch.put(store.offset_key, str(offset).encode())
             # Faust's key -> partition cache (a locked LRU) is left to fill on its own reads:
             # a key lives in one partition, so it can never point a read at the wrong one.
             store._db_for_partition(partition).write(batch)
-            store.set_persisted_offset(TP(self.changelog, partition), offset)
             return
         for key, value in items:
             name = orjson.loads(key)
@@ -135,6 +156,10 @@ class Unit:
         else:
             return self._stores[table].read(self.partition, slot[2])
         return None if raw is None else orjson.loads(raw)
+
+    def lookup(self, table: str, key: str) -> Any:
+        """Read a global table that other agents write (no partition of this unit's)."""
+        return self._stores[table].lookup(orjson.dumps(key))
 
     def write(self, table: str, key: str, value: bytes | None) -> None:
         self._staged_writes[(table, self.partition, orjson.dumps(key))] = value

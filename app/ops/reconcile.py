@@ -29,6 +29,7 @@ from app.ops import outstanding as book
 from app.orders.logic import reconcile_event
 from app.payments.logic import retry_event
 from app.runtime import Runtime, now_ms
+from app.unit import TableStore
 
 SCAN_CHUNK = 500  # entries between yields to the event loop during a scan
 
@@ -43,10 +44,10 @@ def last_progress_ms(state: dict[str, Any] | None) -> int | None:
     return max((int(e["at_ms"]) for e in events), default=None)
 
 
-async def scan(table: Any, now: int) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+async def scan(table: TableStore, now: int) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
     """One pass over a table's local partitions: the overdue entries and the summary."""
     entries: list[tuple[str, dict[str, Any]]] = []
-    for i, (raw, entry) in enumerate(table.items()):
+    for i, (raw, entry) in enumerate(table.items()):  # raw JSON, not Faust's codecs
         entries.append((_key(raw), entry))
         if i % SCAN_CHUNK == SCAN_CHUNK - 1:
             await asyncio.sleep(0)  # a large backlog must not stall the web server
@@ -146,7 +147,7 @@ def register(rt: Runtime) -> None:
             last["settled_ms"] = now
         late: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for kind, (outstanding, _) in tables.items():
-            late[kind], last["summaries"][kind] = await scan(outstanding, now)
+            late[kind], last["summaries"][kind] = await scan(TableStore(outstanding), now)
         last["scanned_at_ms"] = now
         if behind():
             paused.inc()

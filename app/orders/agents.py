@@ -42,16 +42,16 @@ def decode_request(rt: Runtime, value: bytes | None, headers: Any) -> OrderReque
 
 def register(rt: Runtime) -> None:
     settings = rt.settings
-    price_by_sku = rt.tables["price_by_sku"]
     metrics = rt.metrics
-
-    def price_of(sku: str) -> int | None:
-        entry = price_by_sku.get(sku)
-        return None if entry is None else int(entry["price"])
 
     def accept_one(unit: Unit, msg: Any) -> None:
         """Dedupe, validate and price one request; emit ACCEPTED or REJECTED."""
         request_by_order = unit.table("request_by_order")
+
+        def price_of(sku: str) -> int | None:
+            entry = unit.lookup("price_by_sku", sku)
+            return None if entry is None else int(entry["price"])
+
         request = decode_request(rt, msg.value, msg.headers)
         order_id = request["order_id"]
         prior = request_by_order.get(order_id)

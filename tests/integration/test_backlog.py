@@ -139,12 +139,13 @@ def test_lag_grows_while_the_worker_is_paused_and_drains_after(
 def test_a_burst_beyond_what_the_workers_drain_is_throttled_then_accepted_again(
     make_worker: Callable[..., Worker],
 ) -> None:
-    worker = make_worker(POSTROOM_THROTTLE_MAX_LAG="50")
+    # A burst the worker drains in well under a second is only seen by a quick lag poll.
+    worker = make_worker(POSTROOM_THROTTLE_MAX_LAG="50", POSTROOM_LAG_REFRESH_S="0.25")
     worker.stock("burst-sku", 1_000_000, 100)
     order = {"customer_id": "c-desk", "items": [{"sku": "burst-sku", "quantity": 1}]}
     assert worker.post("/orders", order).status == 202
 
-    produce_orders(worker, "burst-sku", 1000)
+    produce_orders(worker, "burst-sku", 2000)
     burst_done = time.monotonic()
     refused = wait_for(
         lambda: (r := worker.post("/orders", order)).status == 429 and r,
