@@ -131,11 +131,14 @@ def profiler(ctx: Context, name: str, seconds: int = 20) -> Callable[[System], N
 
     def record(system: System) -> None:
         # Collapsed stacks (flamegraph.pl / speedscope read them); the report folds them.
+        # Only the thread holding the interpreter lock is sampled: threads waiting for it
+        # would otherwise show as busy in whatever call they are about to return from.
         out = ctx.out / f"profile-{name}.txt"
         out.unlink(missing_ok=True)
         subprocess.Popen(
             [str(spy), "record", "--pid", str(system.pid), "--duration", str(seconds),
-             "--rate", "100", "--format", "raw", "--output", str(out), "--nonblocking"],
+             "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking",
+             "--gil"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
 
