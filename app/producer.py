@@ -10,7 +10,6 @@ reports served on the event loop.
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -129,32 +128,36 @@ class BatchProducer:
         self._poller: asyncio.Task[None] | None = None
 
     async def send_all(self, records: Sequence[Record], timeout: float = 30.0
-                       ) -> list[tuple[int, int]]:
-        """Produce every record; return each one's ``(partition, offset)`` once all are acked.
+                       ) -> dict[tuple[str, int], int]:
+        """Produce every record; once all are acked, return the highest offset each
+        ``(topic, partition)`` got.
 
         Raises ``NotAcknowledged`` naming the first failure (the caller retries the set:
         every receiver is idempotent).
         """
         if not records:
-            return []
+            return {}
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        placed: list[tuple[int, int]] = [(-1, -1)] * len(records)
+        placed: dict[tuple[str, int], int] = {}
         errors: list[str] = []
         left = [len(records)]
 
-        def on_delivery(index: int, err: Any, msg: Any) -> None:
+        def on_delivery(err: Any, msg: Any) -> None:
+            # One callback for the whole set: a report names its own topic and partition.
             if err is not None:
                 errors.append(str(err))
             else:
-                placed[index] = (msg.partition(), msg.offset())
+                at = (msg.topic(), msg.partition())
+                offset = msg.offset()
+                if offset > placed.get(at, -1):
+                    placed[at] = offset
             self._out -= 1
             left[0] -= 1
             if left[0] == 0 and not done.done():
                 done.set_result(None)
 
-        for index, record in enumerate(records):
-            await produce(self._producer, record, functools.partial(on_delivery, index),
-                          when_full=self._ensure_poller)
+        for record in records:
+            await produce(self._producer, record, on_delivery, when_full=self._ensure_poller)
             self._out += 1
         self._ensure_poller()
         try:
