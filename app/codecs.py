@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping, Sequence
+import struct
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import fastavro
 import orjson
 
+from app.avrowrite import Unsupported, compile_writer
 from app.errors import InvalidEvent
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -84,8 +86,25 @@ def parsed(names: tuple[str, ...]) -> Any:
     return fastavro.parse_schema(inline(names))
 
 
+@cache
+def compiled(names: tuple[str, ...]) -> Callable[[Any], bytes] | None:
+    """The compiled writer of one record's schema (None: fastavro writes it)."""
+    if len(names) > 1:
+        return None  # a union of records is written as (name, record): fastavro's form
+    try:
+        return compile_writer(parsed(names))
+    except Unsupported:
+        return None
+
+
 def avro_encode(names: tuple[str, ...], record: Mapping[str, Any], name: str = "") -> bytes:
     """Encode ``record``; for a union, ``name`` says which member it is."""
+    fast = compiled(names)
+    if fast is not None:
+        try:
+            return fast(record)
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError, struct.error):
+            pass  # a value that does not fit: fastavro says what is wrong with it
     buf = io.BytesIO()
     datum: Any = (name, record) if len(names) > 1 else record
     fastavro.schemaless_writer(buf, parsed(names), datum)

@@ -67,7 +67,7 @@ def table_options(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
     """Build the whole service; nothing connects until the worker starts."""
     settings = settings or load_settings()
-    seekfix.install()
+    seekfix.install(settings.fetch_max_wait_ms)
     specs = {name: effective(spec, settings) for name, spec in load_topology().items()}
     app = faust.App(settings.app_id, **faust_settings(settings))
     metrics = Metrics()

@@ -63,6 +63,8 @@ class Settings:
     # this many messages, waiting at most this long for more once one is there.
     batch_max: int = 500
     batch_wait_ms: int = 5
+    # How long the broker may hold a fetch with nothing new (see app/seekfix.py)
+    fetch_max_wait_ms: int = 100
     # Merge window of the dispatcher
     merge_max_lines: int = 200
     merge_max_wait_ms: int = 20
@@ -144,6 +146,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("POSTROOM_BATCH_MAX must be >= 1")
     if s.batch_wait_ms < 0:
         raise ConfigError("POSTROOM_BATCH_WAIT_MS must be >= 0")
+    if s.fetch_max_wait_ms < 1:
+        raise ConfigError("POSTROOM_FETCH_MAX_WAIT_MS must be >= 1")
     if s.merge_max_lines < 1:
         raise ConfigError("POSTROOM_MERGE_MAX_LINES must be >= 1")
     if s.merge_max_wait_ms < 0:

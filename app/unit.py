@@ -51,7 +51,8 @@ Packed = tuple[str, int, bytes, Any]  # topic, partition, key, record (see app.p
 # can lose the newest writes, but it loses the recovery offset written with them (one
 # batch), so Faust's recovery replays them from the changelog; a clean stop flushes.
 NO_WAL = rocksdict.WriteOptions()
-NO_WAL.disable_wal = True
+# (a property; rocksdict's type stubs declare it a method)
+NO_WAL.disable_wal = True  # type: ignore[method-assign,assignment]
 
 
 class TableStore:
