@@ -88,12 +88,21 @@ class Runtime:
             headers=[("content-type", AVRO_CONTENT_TYPE)],
         )
 
-    def unit(self) -> Unit:
-        """A new unit of work over every table and topic (their handles made once)."""
+    def _handles(self) -> None:
+        """Make the tables' store handles and the topics' outputs, once."""
         if not self.stores:
             self.stores = {name: TableStore(t) for name, t in self.tables.items()}
             self._outputs = {name: (spec.name, spec.schemas, spec.partitions if spec.packed else 0)
                              for name, spec in self.specs.items()}
+
+    def store(self, table: str) -> TableStore:
+        """A table's local store, read directly (timers and views, outside any unit)."""
+        self._handles()
+        return self.stores[table]
+
+    def unit(self) -> Unit:
+        """A new unit of work over every table and topic."""
+        self._handles()
         return Unit(self.stores, self._outputs)
 
     async def commit(self, unit: Unit) -> None:

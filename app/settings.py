@@ -60,7 +60,7 @@ class Settings:
     max_items_per_order: int = 100
     admin_token: Secret = Secret("")
     # Every agent handles what arrived in one batch (one unit of work, see app/unit.py): up to
-    # this many messages, waiting at most this long for more once one is there.
+    # this many records, waiting at most this long for more once one is there.
     batch_max: int = 500
     batch_wait_ms: int = 5
     # How long the broker may hold a fetch with nothing new (see app/seekfix.py)

@@ -49,7 +49,8 @@ Packed = tuple[str, int, bytes, Any]  # topic, partition, key, record (see app.p
 
 # The changelog in Kafka is the tables' log: a store write skips RocksDB's own. A crash
 # can lose the newest writes, but it loses the recovery offset written with them (one
-# batch), so Faust's recovery replays them from the changelog; a clean stop flushes.
+# batch), so Faust's recovery replays them from the changelog. Closing a store (Faust drops
+# them on a clean stop) flushes what it holds.
 NO_WAL = rocksdict.WriteOptions()
 # (a property; rocksdict's type stubs declare it a method)
 NO_WAL.disable_wal = True  # type: ignore[method-assign,assignment]

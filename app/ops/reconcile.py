@@ -61,8 +61,8 @@ def register(rt: Runtime) -> None:
     app = rt.app
     settings = rt.settings
     tables = {
-        "order": (rt.tables["outstanding_orders"], rt.tables["order_by_id"]),
-        "transfer": (rt.tables["outstanding_transfers"], rt.tables["voucher_by_id"]),
+        "order": ("outstanding_orders", rt.tables["order_by_id"]),
+        "transfer": ("outstanding_transfers", rt.tables["voucher_by_id"]),
     }
     events_out = rt.topics["postroom.inbox"]
     vouchers_out = rt.topics["postroom.vouchers"]
@@ -147,7 +147,7 @@ def register(rt: Runtime) -> None:
             last["settled_ms"] = now
         late: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for kind, (outstanding, _) in tables.items():
-            late[kind], last["summaries"][kind] = await scan(TableStore(outstanding), now)
+            late[kind], last["summaries"][kind] = await scan(rt.store(outstanding), now)
         last["scanned_at_ms"] = now
         if behind():
             paused.inc()
