@@ -5,9 +5,10 @@
     orders.requests --accept_orders--> postroom.inbox (ACCEPTED | REJECTED)
     postroom.inbox  --run_order_saga--> order_by_id (projection)
                                      --> orders.events (every event it folds, its own too)
-                                     --> postroom.ledger (pay: debit into a voucher)
+                                     --> postroom.ledger (pay: debit into a voucher;
+                                         settle: credit the merchant, refund the rest)
                                      --> postroom.lines (dispatch, key = sku)
-                                     --> postroom.vouchers (settle: credit and refund)
+                                     --> postroom.vouchers (settle: the voucher's record)
                                      --> postroom.batches (release stock on cancellation)
 """
 
@@ -90,11 +91,14 @@ def register(rt: Runtime) -> None:
         reported: OrderEvent = rt.decode("postroom.inbox", msg)
         order_id = reported["order_id"]
         state = order_by_id.get(order_id) or logic.new_state(order_id)
-        fresh = logic.apply_event(state, reported)
-        if fresh:
-            unit.send("orders.events", order_id, reported)
-            count_terminal(reported)
+        if reported["type"] in logic.MONEY_LANDED:
+            fresh = logic.note_landed(state, reported)  # the saga's memory; SETTLED is public
         else:
+            fresh = logic.apply_event(state, reported)
+            if fresh:
+                unit.send("orders.events", order_id, reported)
+                count_terminal(reported)
+        if not fresh:
             metrics.duplicates.labels("saga").inc()
         # A redelivered last event is decided again: after a crash the table may hold it
         # while its follow-up never reached Kafka (every receiver is idempotent).
@@ -147,8 +151,14 @@ def register(rt: Runtime) -> None:
             debit = payments.order_debit(payload, rt.settings.merchant_account, at)
             unit.send("postroom.ledger", debit["account_id"], debit)
         elif kind == "settle":
+            # The voucher records the request; the ledger moves the money and reports back.
             settle = payments.settle_request(payload, at)
             unit.send("postroom.vouchers", settle["voucher_id"], settle)
+            voucher = payments.order_voucher(settle["voucher_id"], payload["account"],
+                                             rt.settings.merchant_account)
+            for command in payments.settle_commands(voucher, payload["credit"],
+                                                    payload["refund"], settle["event_id"], at):
+                unit.send("postroom.ledger", command["account_id"], command)
         elif kind == "voucher_retry":
             retry = payments.retry_event(payload["voucher_id"], payload["attempt"],
                                          payload["cause_id"], at)

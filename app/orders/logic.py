@@ -44,6 +44,14 @@ CANCEL_REFUSED = "CANCEL_REFUSED"
 RECONCILE = "RECONCILE"
 FAILING = "FAILING"
 
+# The ledger's reports that part of a settlement reached its account: the merchant was
+# credited (REDEEMED) or the customer refunded (RETURNED). They come to the saga's inbox and
+# stay in the saga's memory (``state["landed"]``); the saga publishes SETTLED once every
+# part has landed, so they never appear on orders.events themselves.
+REDEEMED = "REDEEMED"
+RETURNED = "RETURNED"
+MONEY_LANDED = frozenset({REDEEMED, RETURNED})
+
 # Line statuses.
 LINE_PENDING = "PENDING"
 LINE_FULFILLED = "FULFILLED"
@@ -225,6 +233,28 @@ def new_state(order_id: str) -> dict[str, Any]:
     return {"order_id": order_id, "events": [], "sent": []}
 
 
+def note_landed(state: dict[str, Any], report: OrderEvent) -> bool:
+    """Remember that a part of the settlement landed; return False if it was known."""
+    landed = state.setdefault("landed", [])
+    if report["type"] in landed:
+        return False
+    landed.append(report["type"])
+    return True
+
+
+def _settled_if_due(state: Mapping[str, Any], cause: str, now_ms: int) -> OrderEvent | None:
+    """``SETTLED`` once every part of the requested settlement has landed."""
+    types = set(state["types"])
+    if SETTLING not in types or SETTLED in types:
+        return None
+    settling = next(e for e in state["events"] if e["type"] == SETTLING)
+    credit, refund = int(settling.get("amount") or 0), int(settling.get("refunded") or 0)
+    landed = state.get("landed") or ()
+    if (credit and REDEEMED not in landed) or (refund and RETURNED not in landed):
+        return None
+    return _event(state, SETTLED, cause, now_ms, amount=credit, refunded=refund)
+
+
 def _summary(event: OrderEvent) -> dict[str, Any]:
     """What the order keeps of an event in its history (no nested lines)."""
     return {k: v for k, v in event.items() if v is not None and k != "lines"}
@@ -386,7 +416,8 @@ def decide(state: Mapping[str, Any], event: OrderEvent, now_ms: int,
     """The saga's next steps after ``event``: a list of ``(kind, payload)`` actions.
 
     Kinds: ``emit`` (an order event), ``dispatch`` (lines), ``pay`` (a ledger debit),
-    ``settle`` (credit and refund from the order's voucher), ``release`` (stock of lines),
+    ``settle`` (the ledger's credit and refund from the order's voucher; the ledger reports
+    each back, see ``note_landed``), ``release`` (stock of lines),
     ``voucher_retry`` (ask the voucher to redo its missing step).
     Steps are triggered by the event that makes them due, so each is taken once; a redone
     step is harmless because every receiver is idempotent. ``state["sent"]`` lists the kinds
@@ -401,6 +432,10 @@ def decide(state: Mapping[str, Any], event: OrderEvent, now_ms: int,
     actions: list[tuple[str, Any]] = []
     if ACCEPTED not in types:
         return actions
+    if kind in MONEY_LANDED or kind == SETTLING:
+        settled = _settled_if_due(state, cause, now_ms)
+        if settled is not None:
+            actions.append(("emit", settled))
     status = state["status"]
     if kind == PAID and status in (CANCELLED, FAILED) and SETTLING not in types:
         # The payment landed after the order gave up: the money goes straight back.
@@ -492,7 +527,13 @@ def _reconcile(state: Mapping[str, Any], event: OrderEvent, now_ms: int, max_att
     elif PAID in types and SETTLING not in types:
         actions.extend(_settle(state, state["fulfilled_amount"], cause, now_ms))
     if SETTLING in types and SETTLED not in types:
-        actions.append(("voucher_retry", {"voucher_id": vid, "attempt": attempt, "cause_id": cause}))
+        # Ask the ledger again for what has not landed (it answers a command it has seen
+        # with its recorded outcome).
+        settling = next(e for e in state["events"] if e["type"] == SETTLING)
+        landed = state.get("landed") or ()
+        actions.append(("settle", _settle_order(
+            state, 0 if REDEEMED in landed else int(settling.get("amount") or 0),
+            0 if RETURNED in landed else int(settling.get("refunded") or 0), cause)))
     if SETTLED in types:
         actions.append(("emit", _final(state, cause, now_ms)))
     return actions
@@ -523,10 +564,16 @@ def _settle(state: Mapping[str, Any], credit: int, cause: str, now_ms: int
             ) -> list[tuple[str, Any]]:
     refund = int(state["amount"]) - credit
     return [
-        ("settle", {"voucher_id": voucher_id(state["order_id"]), "credit": credit,
-                    "refund": refund, "cause_id": cause}),
+        ("settle", _settle_order(state, credit, refund, cause)),
         ("emit", _event(state, SETTLING, cause, now_ms, amount=credit, refunded=refund)),
     ]
+
+
+def _settle_order(state: Mapping[str, Any], credit: int, refund: int, cause: str
+                  ) -> dict[str, Any]:
+    """The ``settle`` action: credit the merchant, refund the payer, from the voucher."""
+    return {"voucher_id": voucher_id(state["order_id"]), "account": payment_account(state),
+            "credit": credit, "refund": refund, "cause_id": cause}
 
 
 def cancellable(state: Mapping[str, Any] | None) -> bool:

@@ -4,9 +4,12 @@
 
     postroom.ledger   --apply_ledger_commands--> account_by_id
                                               --> postroom.vouchers (ISSUED, REDEEMED, ...)
+                                              --> postroom.inbox (an order's PAID,
+                                                  PAYMENT_REJECTED, REDEEMED, RETURNED)
     postroom.vouchers --run_voucher_saga--> voucher_by_id (projection)
-                                         --> postroom.ledger (DEBIT, CREDIT, REFUND)
-                                         --> postroom.inbox (PAID, PAYMENT_REJECTED, SETTLED)
+                                         --> postroom.ledger (a transfer's DEBIT, CREDIT,
+                                             REFUND; an order's only on RETRY)
+                                         --> postroom.inbox (an order's steps, on RETRY)
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ def register(rt: Runtime) -> None:
             account_by_id[logic.command_key(command_id)] = {"outcome": outcome}
         if outcome is not None:
             unit.send("postroom.vouchers", outcome["voucher_id"], outcome)
+            report = logic.order_report(outcome)  # an order's saga hears it at once
+            if report is not None:
+                unit.send("postroom.inbox", report["order_id"], report)
 
     def voucher_step(unit: Unit, msg: Any) -> None:
         """Fold one step into its voucher and ask the ledger for the next one."""

@@ -15,6 +15,11 @@ nothing and reports the same outcome again.
                          -> DEBIT_REJECTED                          REJECTED
                          -> ISSUED -> CREDIT_FAILED -> RETURNED     COMPENSATED
     order:     ISSUED (paid) -> SETTLE_REQUESTED(credit, refund) -> REDEEMED + RETURNED
+
+An order's voucher is driven by the order's saga, which sends the debit and the settlement's
+credit and refund itself; the ledger reports each outcome both to the voucher (which keeps
+the money in flight) and straight to the order's saga (:func:`order_report`), one hop instead
+of two. The voucher saga redoes an order's steps only when the reconciler asks it to.
 """
 
 from __future__ import annotations
@@ -254,13 +259,19 @@ def decide_retry(state: Mapping[str, Any], event: VoucherEvent, now_ms: int
     for step in (REQUESTED, ISSUED, DEBIT_REJECTED, CREDIT_FAILED, SETTLE_REQUESTED):
         if step in have:
             original = next(e for e in state["events"] if e["type"] == step)
-            out.extend(decide_voucher(state, original, now_ms, cause=event["event_id"]))  # type: ignore[arg-type]
+            out.extend(decide_voucher(state, original, now_ms, cause=event["event_id"],  # type: ignore[arg-type]
+                                      redo=True))
     return out
 
 
 def decide_voucher(state: Mapping[str, Any], event: VoucherEvent, now_ms: int,
-                   cause: str = "") -> list[tuple[str, Any]]:
-    """The next step after ``event``: ``("ledger", command)`` or ``("order", order_event)``."""
+                   cause: str = "", redo: bool = False) -> list[tuple[str, Any]]:
+    """The next step after ``event``: ``("ledger", command)`` or ``("order", order_event)``.
+
+    An order's own steps (its payment's outcome, the settlement's credit and refund, and
+    ``SETTLED``) are taken by the order's saga and reported to it by the ledger, so they are
+    taken here only when ``redo`` (a ``RETRY``) asks for them again.
+    """
     kind = event["type"]
     if kind == RETRY:
         return decide_retry(state, event, now_ms)
@@ -274,30 +285,54 @@ def decide_voucher(state: Mapping[str, Any], event: VoucherEvent, now_ms: int,
     elif kind == ISSUED and purpose == TRANSFER and not have & {REDEEMED, CREDIT_FAILED}:
         out.append(("ledger", ledger_command(CREDIT, state["payee"], state["amount"], state,
                                              cause, now_ms)))
-    elif kind == ISSUED and purpose == ORDER:
+    elif kind == ISSUED and purpose == ORDER and redo:
         out.append(("order", order_payment_event(state, "PAID", cause, now_ms)))
-    elif kind == DEBIT_REJECTED and purpose == ORDER:
+    elif kind == DEBIT_REJECTED and purpose == ORDER and redo:
         out.append(("order", order_payment_event(state, "PAYMENT_REJECTED", cause, now_ms,
                                                  reason=event.get("reason"))))
     elif kind == CREDIT_FAILED and RETURNED not in have:
         out.append(("ledger", ledger_command(REFUND, state["payer"], state["amount"], state,
                                              cause, now_ms)))
-    elif kind == SETTLE_REQUESTED:
+    elif kind == SETTLE_REQUESTED and redo:
         credit, refund = int(event.get("credit") or 0), int(event.get("refund") or 0)
-        if credit and REDEEMED not in have:
-            out.append(("ledger", ledger_command(CREDIT, state["payee"], credit, state, cause,
-                                                 now_ms)))
-        if refund and RETURNED not in have:
-            out.append(("ledger", ledger_command(REFUND, state["payer"], refund, state, cause,
-                                                 now_ms)))
-    if purpose == ORDER and SETTLE_REQUESTED in have and kind in (SETTLE_REQUESTED, REDEEMED,
-                                                                  RETURNED):
-        settle = next(e for e in state["events"] if e["type"] == SETTLE_REQUESTED)
-        credit, refund = int(settle.get("credit") or 0), int(settle.get("refund") or 0)
+        out.extend(("ledger", command) for command in settle_commands(
+            state, credit if REDEEMED not in have else 0, refund if RETURNED not in have else 0,
+            cause, now_ms))
+    if purpose == ORDER and redo and kind == SETTLE_REQUESTED:
+        credit, refund = int(event.get("credit") or 0), int(event.get("refund") or 0)
         if (not credit or REDEEMED in have) and (not refund or RETURNED in have):
             out.append(("order", order_payment_event(state, "SETTLED", cause, now_ms,
                                                      amount=credit, refunded=refund)))
     return out
+
+
+def settle_commands(voucher: Mapping[str, Any], credit: int, refund: int, cause_id: str,
+                    now_ms: int) -> list[LedgerCommand]:
+    """The ledger commands that settle an order's voucher: credit the payee what was
+    fulfilled, refund the payer the rest (none for a zero amount)."""
+    out: list[LedgerCommand] = []
+    if credit:
+        out.append(ledger_command(CREDIT, voucher["payee"], credit, voucher, cause_id, now_ms))
+    if refund:
+        out.append(ledger_command(REFUND, voucher["payer"], refund, voucher, cause_id, now_ms))
+    return out
+
+
+# What the ledger reports to an order's saga, by the voucher event it produced.
+_ORDER_REPORTS = {ISSUED: "PAID", DEBIT_REJECTED: "PAYMENT_REJECTED",
+                  REDEEMED: REDEEMED, RETURNED: RETURNED}
+
+
+def order_report(outcome: VoucherEvent) -> dict[str, Any] | None:
+    """The report the ledger sends straight to an order's saga for a command's outcome on
+    the order's voucher (``None`` for a transfer): ``PAID`` or ``PAYMENT_REJECTED`` for the
+    debit, ``REDEEMED`` (the merchant credited) or ``RETURNED`` (the customer refunded) for
+    the settlement's parts. Its id is fixed by the outcome, so a repeat is a duplicate."""
+    kind = _ORDER_REPORTS.get(outcome["type"])
+    if outcome.get("purpose") != ORDER or kind is None:
+        return None
+    return order_payment_event(outcome, kind, outcome["event_id"], outcome["at_ms"],
+                               reason=outcome.get("reason"))
 
 
 def order_payment_event(state: Mapping[str, Any], kind: str, cause_id: str, now_ms: int,
@@ -331,6 +366,12 @@ def order_debit(pay: Mapping[str, Any], merchant: str, now_ms: int) -> LedgerCom
         "cause_id": pay["cause_id"],
         "at_ms": now_ms,
     }
+
+
+def order_voucher(voucher_id: str, payer: str, payee: str) -> dict[str, Any]:
+    """What the order's saga knows of its order's voucher, enough to command the ledger."""
+    return {"voucher_id": voucher_id, "purpose": ORDER, "payer": payer, "payee": payee,
+            "ref": voucher_id.removeprefix("order:")}
 
 
 def settle_request(settle: Mapping[str, Any], now_ms: int) -> VoucherEvent:

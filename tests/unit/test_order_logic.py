@@ -104,6 +104,35 @@ def test_the_saga_pays_dispatches_settles_and_ends() -> None:
     assert (final["amount"], final["refunded"]) == (200, 250)
 
 
+def test_the_saga_settles_once_the_ledger_reports_every_part_landed() -> None:
+    accepted = logic.accept(request([("a", 2), ("b", 1)]), PRICES.get, now_ms=10)
+    state, _ = run([accepted, ev(logic.PAID, 11), ev(logic.DISPATCHED, 12),
+                    result("a", 2, 2, 13), result("b", 1, 0, 14)])
+    settling = ev(logic.SETTLING, 15, amount=200, refunded=250)
+    logic.apply_event(state, settling)
+    assert [k for k, _ in logic.decide(state, settling, 15)] == []
+    public = logic.public_view(state)
+    redeemed = ev(logic.REDEEMED, 16, amount=200)
+    assert logic.note_landed(state, redeemed) and not logic.note_landed(state, redeemed)
+    assert logic.decide(state, redeemed, 16) == []  # the refund has not landed yet
+    returned = ev(logic.RETURNED, 17, amount=250)
+    assert logic.note_landed(state, returned)
+    [(kind, settled)] = logic.decide(state, returned, 17)
+    assert kind == "emit" and settled["type"] == logic.SETTLED
+    assert (settled["event_id"], settled["amount"], settled["refunded"]) == ("o1:SETTLED", 200, 250)
+    assert logic.public_view(state) == public  # what landed is the saga's memory only
+    # An overdue settlement asks the ledger again only for what has not landed.
+    fresh = logic.new_state("o1")
+    for e in (accepted, ev(logic.PAID, 11), result("a", 2, 2, 13), result("b", 1, 0, 14),
+              settling):
+        logic.apply_event(fresh, e)
+    logic.note_landed(fresh, redeemed)
+    again = logic.reconcile_event("o1", 1, 30_000)
+    logic.apply_event(fresh, again)
+    settle = dict(logic.decide(fresh, again, 30_000))["settle"]
+    assert (settle["credit"], settle["refund"], settle["account"]) == (0, 250, "c1")
+
+
 def test_a_payment_rejection_rejects_the_order_and_dispatches_nothing() -> None:
     accepted = logic.accept(request([("a", 1)]), PRICES.get, now_ms=10)
     _, steps = run([accepted, ev(logic.PAYMENT_REJECTED, 11, reason="insufficient funds")])

@@ -76,14 +76,52 @@ def test_an_order_voucher_settles_into_credit_and_refund() -> None:
     issued = vev(logic.ISSUED, 1, payer="c", payee="m", amount=100, **base)
     settle = vev(logic.SETTLE_REQUESTED, 2, credit=70, refund=30, **base)
     state = fold([issued, settle])
-    steps = logic.decide_voucher(state, settle, 3)
-    assert sorted((p["kind"], p["account_id"], p["amount"]) for _, p in steps) == [
-        (logic.CREDIT, "m", 70), (logic.REFUND, "c", 30)]
+    # The order's saga sends the credit and the refund itself; the voucher only records.
+    assert logic.decide_voucher(state, settle, 3) == []
+    voucher = logic.order_voucher("v1", payer="c", payee="m")
+    commands = logic.settle_commands(voucher, 70, 30, "o1:settle", 3)
+    assert [(c["command_id"], c["kind"], c["account_id"], c["amount"]) for c in commands] == [
+        ("v1:credit", logic.CREDIT, "m", 70), ("v1:refund", logic.REFUND, "c", 30)]
+    assert logic.settle_commands(voucher, 100, 0, "o1:settle", 3)[0]["kind"] == logic.CREDIT
+    assert len(logic.settle_commands(voucher, 100, 0, "o1:settle", 3)) == 1
     done = [vev(logic.REDEEMED, 4, amount=70, **base), vev(logic.RETURNED, 5, amount=30, **base)]
     state = fold([issued, settle, *done])
-    [(kind, settled)] = logic.decide_voucher(state, done[-1], 6)
-    assert kind == "order" and settled["type"] == "SETTLED" and settled["refunded"] == 30
-    assert state["held"] == 0
+    assert logic.decide_voucher(state, done[-1], 6) == []
+    assert state["held"] == 0 and state["status"] == logic.T_COMPLETED
+
+
+def test_the_ledger_reports_an_orders_money_straight_to_its_saga() -> None:
+    base: dict[str, Any] = {"purpose": logic.ORDER, "ref": "o1"}
+    debit = {**cmd(logic.DEBIT, "c", 100, cid="order:o1:debit", voucher="order:o1"), **base}
+    _, issued = logic.apply_command({**logic.new_account("c"), "balance": 100}, debit, 7)
+    assert issued is not None
+    paid = logic.order_report(issued)
+    assert paid is not None and (paid["event_id"], paid["type"], paid["amount"]) == (
+        "o1:PAID", "PAID", 100)
+    assert paid["cause_id"] == "order:o1:ISSUED"
+    _, rejected = logic.apply_command(logic.new_account("c"), debit, 7)
+    report = logic.order_report(rejected)  # type: ignore[arg-type]
+    assert report is not None and report["type"] == "PAYMENT_REJECTED" and report["reason"]
+    refund = {**debit, "kind": logic.REFUND, "command_id": "order:o1:refund", "amount": 30}
+    _, returned = logic.apply_command(logic.new_account("c"), refund, 8)
+    report = logic.order_report(returned)  # type: ignore[arg-type]
+    assert report is not None and (report["type"], report["amount"]) == (logic.RETURNED, 30)
+    transfer = cmd(logic.DEBIT, "c", 10)
+    _, outcome = logic.apply_command({**logic.new_account("c"), "balance": 10}, transfer, 9)
+    assert outcome is not None and logic.order_report(outcome) is None
+
+
+def test_a_retry_redoes_an_orders_missing_settlement() -> None:
+    base: dict[str, Any] = {"purpose": logic.ORDER, "ref": "o1"}
+    issued = vev(logic.ISSUED, 1, payer="c", payee="m", amount=100, **base)
+    settle = vev(logic.SETTLE_REQUESTED, 2, credit=70, refund=30, **base)
+    redeemed = vev(logic.REDEEMED, 3, amount=70, **base)
+    state = fold([issued, settle, redeemed])
+    retry = logic.retry_event("v1", 1, "reconciler", 9)
+    logic.apply_voucher_event(state, retry)
+    steps = logic.decide_voucher(state, retry, 9)
+    assert [(k, p.get("kind") or p["type"]) for k, p in steps] == [
+        ("order", "PAID"), ("ledger", logic.REFUND)]
 
 
 def test_outstanding_deadlines_back_off_per_attempt() -> None:
