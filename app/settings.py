@@ -62,7 +62,7 @@ class Settings:
     # Every agent handles what arrived in one batch (one unit of work, see app/unit.py): up to
     # this many records, waiting at most this long for more once one is there.
     batch_max: int = 500
-    batch_wait_ms: int = 5
+    batch_wait_ms: int = 2
     # How long the broker may hold a fetch with nothing new (see app/seekfix.py)
     fetch_max_wait_ms: int = 100
     # Merge window of the dispatcher

@@ -68,6 +68,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=50, help="warm-up orders per run")
     p.add_argument("--profile", action="store_true",
                    help="record the 'merge' worker with py-spy for 20 s")
+    p.add_argument("--keep-topics", action="store_true",
+                   help="with POSTROOM_KAFKA_BOOTSTRAP: leave the runs' topics for inspection")
     return p.parse_args(argv)
 
 
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_all(ctx.cleanups)  # whatever a run left running (each stop is idempotent)
         if not external:
             localkafka.stop(kafka_dir)
-        elif ctx is not None:
+        elif ctx is not None and not args.keep_topics:
             _delete_topics(external, ctx.prefixes)
         logs = sorted(workdir.rglob("*.log"))
         if logs:  # the worker and peer logs outlive the temporary directory
