@@ -1,19 +1,27 @@
 """What the peers share: their topics, the catalogue, and the order logic as plain functions.
 
 The peers (the plain confluent-kafka chain, the Quix Streams pipeline and the synchronous
-baseline) do the same steps as Postroom with JSON messages on their own prefixed topics::
+baseline) do the same steps as Postroom, with the same hops, with JSON messages on their own
+prefixed topics::
 
-    requests (key order) -> accept -> events: ACCEPTED
-    events   (key order) -> saga   -> events: DISPATCHED; lines (key sku), one per sku
-    lines    (key sku)   -> dispatch: same-sku lines within the window -> batches (key sku)
-    batches  (key sku)   -> fulfill: reserve stock for the batch -> events: LINE_RESULT per line
-                                                                -> stock (key sku): the stock
-    events   (key order) -> saga: all lines reported -> events: COMPLETED | PARTIALLY_FULFILLED
+    requests (key order)   -> accept -> events: ACCEPTED
+    events   (key order)   -> saga   -> ledger: DEBIT the customer
+    ledger   (key account) -> ledger -> events: PAID | PAYMENT_REJECTED; accounts: balance
+    events   (key order)   -> saga   -> events: DISPATCHED; lines (key sku), one per sku
+    lines    (key sku)     -> dispatch: same-sku lines within the window -> batches (key sku)
+    batches  (key sku)     -> fulfill: reserve stock for the batch -> events: LINE_RESULT per line
+                                                                  -> stock (key sku): the stock
+    events   (key order)   -> saga: all lines reported -> ledger: CREDIT the merchant what was
+                                                         fulfilled, REFUND the customer the rest
+    ledger   (key account) -> ledger -> events: REDEEMED, RETURNED; accounts: balance
+    events   (key order)   -> saga: every part landed -> events: COMPLETED | PARTIALLY_FULFILLED
                                                                  | REJECTED
 
 The catalogue (price and initial on-hand per sku) is read from the ``catalog`` topic at start,
-as Postroom restores its global price table. The ``stock`` topic is the fulfiller's stock
-changelog; the bench reads its last value per sku to check that stock was conserved.
+as Postroom restores its global price table; the customers' funds arrive as DEPOSIT commands
+on ``ledger`` before the orders, as Postroom's deposits do. ``stock`` and ``accounts`` are the
+fulfiller's and the ledger's changelogs; the bench reads their last value per key to check
+that stock and money were conserved.
 """
 
 from __future__ import annotations
@@ -31,8 +39,10 @@ import orjson
 from app.producer import producer_config as app_producer_config
 
 PARTITIONS = 4
-TOPICS = ("requests", "events", "lines", "batches", "catalog", "stock", "orders-state")
-COMPACTED = ("catalog", "stock", "orders-state")
+TOPICS = ("requests", "events", "lines", "batches", "ledger", "catalog", "stock", "accounts",
+          "orders-state")
+COMPACTED = ("catalog", "stock", "accounts", "orders-state")
+MERCHANT = "merchant"
 TERMINAL = frozenset({"COMPLETED", "PARTIALLY_FULFILLED", "REJECTED"})
 
 
@@ -156,38 +166,113 @@ def accept(order: dict[str, Any], catalogue: dict[str, dict[str, int]], at: int
 
 def saga(state: dict[str, Any] | None, event: dict[str, Any], at: int
          ) -> tuple[dict[str, Any] | None, bool, list[tuple[str, dict[str, Any]]]]:
-    """Fold one event into an order: the state, whether it changed, and what to send."""
+    """Fold one event into an order: the state, whether it changed, and what to send.
+
+    ACCEPTED pays (a debit); PAID dispatches the lines; the last LINE_RESULT settles (credit
+    the merchant, refund the customer); the last part of the settlement to land ends it.
+    """
     kind = event["type"]
+    oid = event["order_id"]
     out: list[tuple[str, dict[str, Any]]] = []
     if kind == "ACCEPTED":
         if state is not None:
             return state, False, out  # a duplicate
         state = {"requested_at_ms": event["requested_at_ms"], "amount": event["amount"],
+                 "account": event["customer_id"], "lines_in": event["lines"],
                  "lines": {x["sku"]: [x["quantity"], x["unit_price"], None]
-                           for x in event["lines"]}, "status": "DISPATCHED"}
-        out.append(("events", {"type": "DISPATCHED", "order_id": event["order_id"],
-                               "at_ms": at}))
-        out.extend(("lines", line) for line in event["lines"])
+                           for x in event["lines"]}, "status": "PAYING", "landed": []}
+        out.append(("ledger", command("DEBIT", oid, state["account"], state["amount"])))
         return state, True, out
-    if kind != "LINE_RESULT" or state is None or state["status"] != "DISPATCHED":
+    if state is None:
         return state, False, out
-    line = state["lines"].get(event["sku"])
-    if line is None or line[2] is not None:
-        return state, False, out  # unknown or already reported
-    line[2] = event["fulfilled"]
-    if all(x[2] is not None for x in state["lines"].values()):
-        lines = state["lines"].values()
-        if all(x[2] >= x[0] for x in lines):
-            final = "COMPLETED"
-        elif any(x[2] > 0 for x in lines):
-            final = "PARTIALLY_FULFILLED"
-        else:
-            final = "REJECTED"
-        state["status"] = final
-        out.append(("events", {"type": final, "order_id": event["order_id"], "at_ms": at,
-                               "requested_at_ms": state["requested_at_ms"],
-                               "amount": sum(x[2] * x[1] for x in lines)}))
+    status = state["status"]
+    if kind == "PAYMENT_REJECTED" and status == "PAYING":
+        state["status"] = "REJECTED"
+        out.append(("events", _final(state, oid, "REJECTED", 0, at)))
+    elif kind == "PAID" and status == "PAYING":
+        state["status"] = "DISPATCHED"
+        out.append(("events", {"type": "DISPATCHED", "order_id": oid, "at_ms": at}))
+        out.extend(("lines", line) for line in state.pop("lines_in"))
+    elif kind == "LINE_RESULT" and status == "DISPATCHED":
+        line = state["lines"].get(event["sku"])
+        if line is None or line[2] is not None:
+            return state, False, out  # unknown or already reported
+        line[2] = event["fulfilled"]
+        if all(x[2] is not None for x in state["lines"].values()):
+            state["charged"] = sum(x[2] * x[1] for x in state["lines"].values())
+            state["status"] = "SETTLING"
+            refund = state["amount"] - state["charged"]
+            if state["charged"]:
+                out.append(("ledger", command("CREDIT", oid, MERCHANT, state["charged"])))
+            if refund:
+                out.append(("ledger", command("REFUND", oid, state["account"], refund)))
+            out.extend(_settled(state, oid, at))
+    elif kind in ("REDEEMED", "RETURNED") and status == "SETTLING" \
+            and kind not in state["landed"]:
+        state["landed"].append(kind)
+        out.extend(_settled(state, oid, at))
+    else:
+        return state, False, out
     return state, True, out
+
+
+def _settled(state: dict[str, Any], oid: str, at: int) -> list[tuple[str, dict[str, Any]]]:
+    """The terminal event once every part of the settlement has landed."""
+    charged = state["charged"]
+    if (charged and "REDEEMED" not in state["landed"]) or (
+            state["amount"] - charged and "RETURNED" not in state["landed"]):
+        return []
+    lines = state["lines"].values()
+    if all(x[2] >= x[0] for x in lines):
+        final = "COMPLETED"
+    elif any(x[2] > 0 for x in lines):
+        final = "PARTIALLY_FULFILLED"
+    else:
+        final = "REJECTED"
+    state["status"] = final
+    return [("events", _final(state, oid, final, charged, at))]
+
+
+def _final(state: dict[str, Any], oid: str, final: str, charged: int, at: int
+           ) -> dict[str, Any]:
+    return {"type": final, "order_id": oid, "at_ms": at,
+            "requested_at_ms": state["requested_at_ms"], "amount": charged}
+
+
+def command(kind: str, order_id: str, account: str, amount: int) -> dict[str, Any]:
+    """A ledger command; its id makes a repeat recognisable."""
+    return {"id": f"{order_id}:{kind.lower()}", "kind": kind, "order_id": order_id,
+            "account": account, "amount": amount}
+
+
+_REPORTS = {"CREDIT": "REDEEMED", "REFUND": "RETURNED"}
+
+
+def ledger(balance: int, cmd: dict[str, Any], at: int) -> tuple[int, dict[str, Any] | None]:
+    """Apply one command to an account's balance (never below zero); return the new balance
+    and the report to the order (none for a deposit)."""
+    kind, amount = cmd["kind"], int(cmd["amount"])
+    if kind == "DEPOSIT":
+        return balance + amount, None
+    if kind == "DEBIT":
+        if balance < amount:
+            return balance, {"type": "PAYMENT_REJECTED", "order_id": cmd["order_id"],
+                             "at_ms": at}
+        return balance - amount, {"type": "PAID", "order_id": cmd["order_id"], "at_ms": at}
+    return balance + amount, {"type": _REPORTS[kind], "order_id": cmd["order_id"],
+                              "at_ms": at, "amount": amount}
+
+
+def deposits(funds: dict[str, int]) -> list[dict[str, Any]]:
+    """The DEPOSIT commands that fund the customers before a run."""
+    return [{"id": f"deposit:{account}", "kind": "DEPOSIT", "order_id": "", "account": account,
+             "amount": amount} for account, amount in funds.items()]
+
+
+def read_balances(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[str, int]:
+    """The last balance per account from a peer's ``accounts`` changelog."""
+    return {k: int(v["balance"]) for k, v in load_catalogue(bootstrap, topic, timeout).items()
+            if not k.startswith("cmd:")}
 
 
 def merge(lines: Iterable[dict[str, Any]], max_lines: int, at: int) -> list[dict[str, Any]]:
@@ -217,14 +302,16 @@ def initial_stock(sku: str, catalogue: dict[str, dict[str, int]]) -> dict[str, A
     return {"sku": sku, "on_hand": catalogue.get(sku, {}).get("on_hand", 0), "reserved": 0}
 
 
-def publish_catalogue(bootstrap: str, topic: str, stock: dict[str, int],
-                      prices: dict[str, int]) -> None:
-    """What the bench does before starting a peer (Postroom's PUT /inventory)."""
+def publish_catalogue(bootstrap: str, topics: dict[str, str], stock: dict[str, int],
+                      prices: dict[str, int], funds: dict[str, int]) -> None:
+    """What the bench does before starting a peer: Postroom's PUT /inventory and deposits."""
     from confluent_kafka import Producer
 
     producer = Producer(producer_config(bootstrap))
     for sku, on_hand in stock.items():
-        producer.produce(topic, orjson.dumps({"price": prices[sku], "on_hand": on_hand}),
-                         sku.encode())
+        producer.produce(topics["catalog"],
+                         orjson.dumps({"price": prices[sku], "on_hand": on_hand}), sku.encode())
+    for deposit in deposits(funds):
+        producer.produce(topics["ledger"], orjson.dumps(deposit), deposit["account"].encode())
     if producer.flush(60):
-        raise RuntimeError("catalogue not acknowledged")
+        raise RuntimeError("catalogue and deposits not acknowledged")

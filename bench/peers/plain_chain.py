@@ -1,9 +1,10 @@
 """The Python ceiling: Postroom's hops with plain confluent-kafka, no framework.
 
-One process, one consumer on the four topics, ``consume()`` in batches of up to 500, one
-producer (idempotent, acks=all, linger 2 ms). State lives in dicts; every order or sku a
-batch changed is written once per batch to a compacted changelog (``orders-state``,
-``stock``), as a table would be. Lines are merged per sku for up to ``--merge-wait-ms`` or
+One process, one consumer on the five topics, ``consume()`` in batches of up to 500, one
+producer (idempotent, acks=all, linger 2 ms). State lives in dicts; every order, sku or
+account a batch changed is written once per batch to a compacted changelog (``orders-state``,
+``stock``, ``accounts``, with each applied ledger command's id beside the balances), as a
+table would be. Lines are merged per sku for up to ``--merge-wait-ms`` or
 ``--merge-max-lines`` lines. Offsets are committed every second, when no line is buffered.
 
     python -m bench.peers.plain_chain --bootstrap HOST:PORT --prefix P [--max-seconds S]
@@ -31,10 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     consumer = Consumer(common.consumer_config(args.bootstrap, f"{args.prefix}chain",
                                                **{"fetch.wait.max.ms": 10}))
     producer = Producer(common.producer_config(args.bootstrap))
-    consumer.subscribe([t["requests"], t["events"], t["lines"], t["batches"]])
+    consumer.subscribe([t["requests"], t["events"], t["lines"], t["batches"], t["ledger"]])
     stop = common.stop_on_signals()
     orders: dict[str, dict[str, Any]] = {}
     stock: dict[str, dict[str, Any]] = {}
+    balances: dict[str, int] = {}
+    applied: set[str] = set()
     buffered: list[dict[str, Any]] = []
     buffered_since = 0.0
     wait = args.merge_wait_ms / 1000
@@ -56,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         at = common.now_ms()
         dirty_orders: set[str] = set()
         dirty_skus: set[str] = set()
+        dirty_accounts: set[str] = set()
+        new_commands: list[str] = []
         for msg in msgs:
             if msg.error() is not None:
                 continue
@@ -71,8 +76,18 @@ def main(argv: list[str] | None = None) -> int:
                     orders[oid] = state
                     dirty_orders.add(oid)
                 for where, message in out:
-                    key = message["sku"] if where == "lines" else message["order_id"]
+                    key = message[{"lines": "sku", "ledger": "account"}.get(where, "order_id")]
                     produce(t[where], dumps(message), key.encode())
+            elif topic == t["ledger"]:
+                if value["id"] in applied:
+                    continue  # a repeat
+                account = value["account"]
+                balances[account], report = common.ledger(balances.get(account, 0), value, at)
+                applied.add(value["id"])
+                new_commands.append(value["id"])
+                dirty_accounts.add(account)
+                if report is not None:
+                    produce(t["events"], dumps(report), report["order_id"].encode())
             elif topic == t["lines"]:
                 if not buffered:
                     buffered_since = time.monotonic()
@@ -93,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             produce(t["orders-state"], dumps(orders[oid]), oid.encode())
         for sku in dirty_skus:
             produce(t["stock"], dumps(stock[sku]), sku.encode())
+        for account in dirty_accounts:
+            produce(t["accounts"], dumps({"balance": balances[account]}), account.encode())
+        for cid in new_commands:
+            produce(t["accounts"], b'{"done": true}', f"cmd:{cid}".encode())
         producer.poll(0)
         if not buffered and time.monotonic() - last_commit >= 1.0 and msgs:
             consumer.commit(asynchronous=True)

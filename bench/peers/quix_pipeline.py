@@ -1,9 +1,11 @@
 """The peer: Postroom's pipeline written with Quix Streams (StreamingDataFrames, RocksDB state).
 
-Four dataframes in one Application, one per hop (see ``bench.peers.common``)::
+Five dataframes in one Application, one per stage (see ``bench.peers.common``)::
 
     requests --apply(accept)--> events
     events   --apply(saga, stateful: the order)--> events (DISPATCHED, terminal) | lines
+                                                 | ledger (debit, credit, refund)
+    ledger   --apply(ledger, stateful: the account)--> events (PAID, ...) | accounts
     lines    --tumbling_window(merge window).collect().final()--> batches (key sku)
     batches  --apply(fulfill, stateful: the sku's stock)--> events (LINE_RESULT) | stock
 
@@ -55,9 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         return app.topic(names[name], key_serializer="str", key_deserializer="str",
                          value_serializer="json", value_deserializer="json")
 
-    requests, events, lines, batches, stock = (
-        topic(n) for n in ("requests", "events", "lines", "batches", "stock"))
-    route = {"events": events, "lines": lines, "stock": stock}
+    requests, events, lines, batches, stock, ledger, accounts = (
+        topic(n) for n in ("requests", "events", "lines", "batches", "stock", "ledger",
+                           "accounts"))
+    route = {"events": events, "lines": lines, "stock": stock, "ledger": ledger,
+             "accounts": accounts}
+    keys = {"lines": "sku", "ledger": "account"}
 
     def to(where: str, key: str, message: dict[str, Any]) -> dict[str, Any]:
         return {**message, "_to": where, "_key": key}
@@ -75,10 +80,25 @@ def main(argv: list[str] | None = None) -> int:
         order, changed, out = common.saga(state.get("order"), event, common.now_ms())
         if changed:
             state.set("order", order)
-        return [to(where, m["sku"] if where == "lines" else m["order_id"], m)
-                for where, m in out]
+        return [to(where, m[keys.get(where, "order_id")], m) for where, m in out]
 
     sdf = app.dataframe(events).apply(saga, stateful=True, expand=True)
+    sdf.to_topic(pick_topic, key=lambda v: v["_key"])
+
+    # the ledger: each command once per account
+    def apply_command(cmd: dict[str, Any], state: Any) -> list[dict[str, Any]]:
+        done = f"cmd:{cmd['id']}"
+        if state.get(done):
+            return []  # a repeat
+        balance, report = common.ledger(state.get("balance", 0), cmd, common.now_ms())
+        state.set("balance", balance)
+        state.set(done, True)
+        out = [to("accounts", cmd["account"], {"balance": balance})]
+        if report is not None:
+            out.append(to("events", report["order_id"], report))
+        return out
+
+    sdf = app.dataframe(ledger).apply(apply_command, stateful=True, expand=True)
     sdf.to_topic(pick_topic, key=lambda v: v["_key"])
 
     # dispatch: merge same-sku lines within the window

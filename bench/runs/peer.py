@@ -30,11 +30,13 @@ class PeerSystem:
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0
         self.log = ctx.workdir / name / f"{module}.log"
+        self.funds: dict[str, int] = {}
 
     def start(self, stock: dict[str, int], prices: dict[str, int],
               funds: dict[str, int]) -> None:
         common.create_topics(self.ctx.bootstrap, self.prefix)
-        common.publish_catalogue(self.ctx.bootstrap, self.topics["catalog"], stock, prices)
+        common.publish_catalogue(self.ctx.bootstrap, self.topics, stock, prices, funds)
+        self.funds = funds
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -51,9 +53,19 @@ class PeerSystem:
         import time
 
         checks: list[tuple[str, bool, str]] = []
+        deposited = sum(self.funds.values())
         for _ in range(20):
             views = common.read_stock(self.ctx.bootstrap, self.topics["stock"])
             checks = stock_checks(dict(views), stock, prices, billed)
+            balances = common.read_balances(self.ctx.bootstrap, self.topics["accounts"])
+            merchant = balances.get(common.MERCHANT, 0)
+            checks += [
+                ("money conserved (balances == deposits), none negative",
+                 sum(balances.values()) == deposited and min(balances.values(), default=0) >= 0,
+                 f"balances {sum(balances.values())} vs deposits {deposited}"),
+                ("merchant credited what the orders were charged", merchant == billed,
+                 f"merchant {merchant} vs orders {billed}"),
+            ]
             if all(ok for _, ok, _ in checks):
                 break
             time.sleep(0.5)
