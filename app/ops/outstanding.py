@@ -71,6 +71,12 @@ def follow(
     return "keep", None
 
 
+def moves(*, started: bool, terminal: bool, attempt: int | None) -> bool:
+    """Whether an event can change its request's entry at all; when it cannot,
+    :func:`follow` keeps the entry whatever it is, so it need not be read."""
+    return started or terminal or attempt is not None
+
+
 def apply(table: Any, key: str, decision: tuple[str, dict[str, Any] | None]) -> None:
     """Carry out :func:`follow`'s decision on an outstanding table."""
     action, entry = decision

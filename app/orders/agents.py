@@ -73,13 +73,15 @@ def register(rt: Runtime) -> None:
     def keep_outstanding(unit: Unit, state: dict[str, Any], event: OrderEvent) -> None:
         """Track the order in the outstanding table from acceptance until it is terminal."""
         order_id = state["order_id"]
+        started = event["type"] == logic.ACCEPTED
+        terminal = state["status"] in logic.TERMINAL
+        attempt = int(event.get("attempt") or 1) if event["type"] == logic.RECONCILE else None
+        if not book.moves(started=started, terminal=terminal, attempt=attempt):
+            return  # most steps: the entry stays as it is, unread
         outstanding = unit.table("outstanding_orders")
         decision = book.follow(
-            outstanding.get(order_id), kind="order",
-            started=event["type"] == logic.ACCEPTED,
-            terminal=state["status"] in logic.TERMINAL,
-            attempt=int(event.get("attempt") or 1) if event["type"] == logic.RECONCILE else None,
-            now_ms=now_ms(), deadline_s=settings.reconcile_deadline_s,
+            outstanding.get(order_id), kind="order", started=started, terminal=terminal,
+            attempt=attempt, now_ms=now_ms(), deadline_s=settings.reconcile_deadline_s,
             backoff=settings.reconcile_backoff, accepted_at_ms=state.get("requested_at_ms"),
         )
         book.apply(outstanding, order_id, decision)

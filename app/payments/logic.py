@@ -298,8 +298,6 @@ def decide_voucher(state: Mapping[str, Any], event: VoucherEvent, now_ms: int,
         out.extend(("ledger", command) for command in settle_commands(
             state, credit if REDEEMED not in have else 0, refund if RETURNED not in have else 0,
             cause, now_ms))
-    if purpose == ORDER and redo and kind == SETTLE_REQUESTED:
-        credit, refund = int(event.get("credit") or 0), int(event.get("refund") or 0)
         if (not credit or REDEEMED in have) and (not refund or RETURNED in have):
             out.append(("order", order_payment_event(state, "SETTLED", cause, now_ms,
                                                      amount=credit, refunded=refund)))

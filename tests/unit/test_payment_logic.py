@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from app.ops import outstanding
@@ -134,6 +135,18 @@ def test_outstanding_deadlines_back_off_per_attempt() -> None:
     assert [k for k, _ in late] == ["a"]
     report = outstanding.summary([entry, later], now_ms=3_000)
     assert report == {"outstanding": 2, "overdue": 1, "oldest_outstanding_age_s": 3.0}
+
+
+def test_only_a_start_an_end_or_a_redo_moves_an_outstanding_entry() -> None:
+    entry = outstanding.track(None, "order", "OPEN", now_ms=0, deadline_s=2)
+    for started, terminal, attempt in itertools.product((False, True), (False, True), (None, 2)):
+        moves = outstanding.moves(started=started, terminal=terminal, attempt=attempt)
+        for current in (None, entry):
+            decision = outstanding.follow(current, kind="order", started=started,
+                                          terminal=terminal, attempt=attempt, now_ms=5,
+                                          deadline_s=2, backoff=2)
+            if not moves:
+                assert decision == ("keep", None)
 
 
 def test_an_overdue_request_that_still_moves_is_not_stalled() -> None:
