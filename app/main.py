@@ -53,21 +53,57 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+MIB = 1024 * 1024
+
+
 def table_options(settings: Settings) -> dict[str, Any]:
     """RocksDB sizes per table partition. Faust's defaults (64 MiB x 3 memtables, a 2 GiB
-    cache, for each of the dozens of partition databases) let memory grow for a long time."""
-    mib = 1024 * 1024
+    cache, for each of the dozens of partition databases) let memory grow for a long time;
+    the cache and the memtables' total are shared instead (:func:`share_table_memory`)."""
     return {
-        "write_buffer_size": settings.table_write_buffer_mb * mib,
+        "write_buffer_size": settings.table_write_buffer_mb * MIB,
         "max_write_buffer_number": 2,
-        "block_cache_size": settings.table_block_cache_mb * mib,
     }
+
+
+_SHARED_MEMORY: list[Any] = []
+
+
+def share_table_memory(total_mb: int) -> None:
+    """Give every table partition's RocksDB one block cache and one write-buffer manager
+    that charges the memtables to that cache, so all the stores together stay within
+    ``total_mb`` however many partitions the worker holds (Faust opens one database per
+    partition, each with its own cache). Installed once per process, before the app opens a
+    store."""
+    if _SHARED_MEMORY:
+        return
+    import rocksdict
+    from faust.stores.rocksdb import RocksDBOptions
+
+    cache = rocksdict.Cache(total_mb * MIB)
+    manager = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+        total_mb * MIB, False, cache)
+    _SHARED_MEMORY.extend((cache, manager))  # kept alive for the process's lifetime
+    faust_options = RocksDBOptions.as_options
+
+    def as_options(self: Any) -> Any:
+        options = faust_options(self)
+        table = rocksdict.BlockBasedOptions()  # Faust's, with the shared cache
+        table.set_bloom_filter(self.bloom_filter_size, block_based=True)
+        table.set_block_cache(cache)
+        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(table)
+        options.set_write_buffer_manager(manager)
+        return options
+
+    RocksDBOptions.as_options = as_options  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
     """Build the whole service; nothing connects until the worker starts."""
     settings = settings or load_settings()
     seekfix.install(settings.fetch_max_wait_ms)
+    share_table_memory(settings.table_memory_mb)
     specs = {name: effective(spec, settings) for name, spec in load_topology().items()}
     app = faust.App(settings.app_id, **faust_settings(settings))
     metrics = Metrics()

@@ -46,7 +46,7 @@ class Settings:
     data_dir: Path = Path(".data/worker")
     store: str = "rocksdb://"
     table_write_buffer_mb: int = 4  # RocksDB memtable per table partition (two of them)
-    table_block_cache_mb: int = 8  # RocksDB read cache per table partition
+    table_memory_mb: int = 64  # RocksDB's cache and memtables, all table partitions together
     producer_linger_ms: int = 2  # the worker's producers: how long a Kafka batch may fill
     commit_interval_s: float = 1.0  # how often consumed offsets are committed
     # A worker that dies is noticed by the group after this long; only then do the others (or
