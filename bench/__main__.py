@@ -167,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("Goals:")
     print(report.goal_lines(gs))
+    stages = report.stage_lines(results)
+    if stages:
+        print("\nWhere an order's time goes (ms from producing it to the first such event, "
+              "p50 / p99):")
+        print(stages)
     for name, r in results.items():
         if r.extra.get("profile_areas"):
             print(f"\npy-spy profile of the '{name}' worker ({r.extra['profile_file']}):")

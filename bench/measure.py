@@ -119,11 +119,19 @@ class OrderProducer:
 # --- collecting terminal events -----------------------------------------------------------
 
 
+# The steps whose first event on the events topic marks an order's progress (see
+# stage_latencies): accepted, paid, its first line's result, settling (Postroom's only).
+MILESTONES = ("ACCEPTED", "PAID", "LINE_RESULT", "SETTLING")
+
+
 def json_terminal(value: bytes) -> tuple[str, str, int] | None:
-    """Decoder for the peers' JSON events."""
+    """Decoder for the peers' JSON events: terminal events and milestones."""
     event = orjson.loads(value)
-    if event.get("type") in TERMINAL:
-        return event["order_id"], event["type"], int(event.get("amount") or 0)
+    kind = event.get("type")
+    if kind in TERMINAL:
+        return event["order_id"], kind, int(event.get("amount") or 0)
+    if kind in MILESTONES:
+        return event["order_id"], kind, 0
     return None
 
 
@@ -143,9 +151,12 @@ def _avro_string(buf: bytes, pos: int) -> tuple[str, int]:
 
 
 def avro_terminal(value: bytes) -> tuple[str, str, int] | None:
-    """Decoder for Postroom's Avro ``OrderEvent``: only terminal events are fully decoded."""
+    """Decoder for Postroom's Avro ``OrderEvent``: only terminal events are fully decoded;
+    a milestone's order id is the record's third field."""
     _, pos = _avro_string(value, 0)  # event_id
-    kind, _ = _avro_string(value, pos)  # type
+    kind, pos = _avro_string(value, pos)  # type
+    if kind in MILESTONES:
+        return _avro_string(value, pos)[0], kind, 0
     if kind not in TERMINAL:
         return None
     from app.codecs import avro_decode
@@ -163,6 +174,7 @@ class EventCollector(threading.Thread):
         self.topic = topic
         self.decode = decode
         self.terminal: dict[str, tuple[float, str, int]] = {}  # order -> (seen, type, amount)
+        self.milestones: dict[str, dict[str, float]] = {}  # order -> {type: first seen}
         self.events = 0
         self.duplicates = 0
         self.undecodable = 0
@@ -197,6 +209,9 @@ class EventCollector(threading.Thread):
                     if got is None:
                         continue
                     order_id, kind, amount = got
+                    if kind in MILESTONES:
+                        self.milestones.setdefault(order_id, {}).setdefault(kind, now)
+                        continue
                     if order_id in self.terminal:
                         self.duplicates += 1
                     else:
@@ -233,6 +248,25 @@ class EventCollector(threading.Thread):
                 break
             time.sleep(0.25)
         return missing
+
+
+def stage_latencies(sent: dict[str, float], collector: EventCollector,
+                    order_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Percentiles (ms) of the time from producing an order to the first event of each
+    milestone, and to its terminal event: where an order's time goes."""
+    out: dict[str, dict[str, float]] = {}
+    for kind in (*MILESTONES, "terminal"):
+        lat = []
+        for oid in order_ids:
+            if oid not in sent:
+                continue
+            seen = (collector.terminal.get(oid, (None,))[0] if kind == "terminal"
+                    else collector.milestones.get(oid, {}).get(kind))
+            if seen is not None:
+                lat.append((seen - sent[oid]) * 1000)
+        if lat:
+            out[kind] = percentiles(lat)
+    return out
 
 
 def latency_and_rate(sent: dict[str, float], collector: EventCollector,

@@ -148,6 +148,20 @@ def goal_lines(gs: Sequence[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+STAGE_RUNS = ("half",)  # the latency run; at full speed the stages measure the backlog
+
+
+def stage_lines(results: dict[str, RunResult]) -> str:
+    """p50 / p99 (ms) from an order's produce to each milestone, for the latency runs."""
+    rows = []
+    for name in STAGE_RUNS:
+        stages = results[name].extra.get("stages_ms") if name in results else None
+        if stages:
+            cells = [f"{kind} {v['p50']:,.0f} / {v['p99']:,.0f}" for kind, v in stages.items()]
+            rows.append(f"  {name}: " + " · ".join(cells))
+    return "\n".join(rows)
+
+
 def markdown(meta: dict[str, Any], results: dict[str, RunResult],
              gs: Sequence[dict[str, Any]]) -> str:
     """The run as Markdown, to paste into bench/README.md."""
@@ -174,6 +188,10 @@ def markdown(meta: dict[str, Any], results: dict[str, RunResult],
             f"{_fmt(lat.get('p99'), 1)} | {_fmt(lat.get('max'), 1)} | "
             f"{_fmt(proc.get('cpu_pct'))} | {_fmt(proc.get('cpu_ms_per_order'), 3)} | {rss} | "
             f"{_fmt(r.broker.get('cpu_pct'))} | {'ok' if r.ok else 'FAIL'} |")
+    stages = stage_lines(results)
+    if stages:
+        lines += ["", "Where an order's time goes (ms from producing it to the first such "
+                  "event, p50 / p99):", "", "```", stages, "```"]
     lines += ["", "Goals:", ""]
     for g in gs:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[g["pass"]]

@@ -24,6 +24,7 @@ from bench.measure import (
     Sampler,
     latency_and_rate,
     memory_growth,
+    stage_latencies,
 )
 from bench.workload import Order, Workload, lines_of, spend
 
@@ -225,6 +226,9 @@ def run_pipeline(ctx: Context, result: RunResult, system: System, orders: Sequen
             "duplicate_terminal_events": collector.duplicates,
             "events_seen": collector.events,
             "rss_growth": None if growth is None else round(growth, 4),
+            "stages_ms": {kind: {q: round(v, 1) for q, v in pct.items() if q in ("p50", "p99")}
+                          for kind, pct in stage_latencies(producer.sent, collector,
+                                                           ids).items()},
             "produce_failures": producer.failed,
         })
         # --- correctness: every order terminal, stock conserved, money matches stock
