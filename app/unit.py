@@ -193,21 +193,20 @@ class Unit:
     def begin(self, partition: int) -> None:
         """Start handling one message from ``partition``."""
         self.partition = partition
-        self._staged_writes.clear()
-        self._staged_sends.clear()
-        self._staged_packed.clear()
+        self._unstage()
 
     def keep(self) -> None:
         """The message was handled: its writes and sends join the batch."""
         self._writes.update(self._staged_writes)
         self._sends.extend(self._staged_sends)
         self._packed.extend(self._staged_packed)
-        self._staged_writes.clear()
-        self._staged_sends.clear()
-        self._staged_packed.clear()
+        self._unstage()
 
     def drop(self) -> None:
         """The message failed: forget what it wrote and sent."""
+        self._unstage()
+
+    def _unstage(self) -> None:
         self._staged_writes.clear()
         self._staged_sends.clear()
         self._staged_packed.clear()

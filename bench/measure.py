@@ -21,7 +21,7 @@ import orjson
 
 TERMINAL = frozenset({"COMPLETED", "PARTIALLY_FULFILLED", "REJECTED", "CANCELLED", "FAILED"})
 
-# decode(value) -> (order_id, type, amount) for a terminal event, None for any other event
+# decode(value) -> (order_id, type, amount) for a terminal or milestone event, None otherwise
 Decoder = Callable[[bytes], "tuple[str, str, int] | None"]
 
 
@@ -124,7 +124,7 @@ class OrderProducer:
 MILESTONES = ("ACCEPTED", "PAID", "LINE_RESULT", "SETTLING")
 
 
-def json_terminal(value: bytes) -> tuple[str, str, int] | None:
+def json_progress(value: bytes) -> tuple[str, str, int] | None:
     """Decoder for the peers' JSON events: terminal events and milestones."""
     event = orjson.loads(value)
     kind = event.get("type")
@@ -150,7 +150,7 @@ def _avro_string(buf: bytes, pos: int) -> tuple[str, int]:
     return buf[pos : pos + n].decode(), pos + n
 
 
-def avro_terminal(value: bytes) -> tuple[str, str, int] | None:
+def avro_progress(value: bytes) -> tuple[str, str, int] | None:
     """Decoder for Postroom's Avro ``OrderEvent``: only terminal events are fully decoded;
     a milestone's order id is the record's third field."""
     _, pos = _avro_string(value, 0)  # event_id
@@ -166,7 +166,8 @@ def avro_terminal(value: bytes) -> tuple[str, str, int] | None:
 
 
 class EventCollector(threading.Thread):
-    """Read an events topic from its start; note when each order's terminal event is seen."""
+    """Read an events topic from its start; note when each order's terminal event, and the
+    first event of each of its milestones, is seen."""
 
     def __init__(self, bootstrap: str, topic: str, decode: Decoder) -> None:
         super().__init__(name=f"collect-{topic}", daemon=True)

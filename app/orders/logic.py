@@ -242,15 +242,22 @@ def note_landed(state: dict[str, Any], report: OrderEvent) -> bool:
     return True
 
 
+def _settlement(state: Mapping[str, Any]) -> tuple[int, int, int, int]:
+    """The requested settlement's credit and refund, and what of each has not landed."""
+    settling = next(e for e in state["events"] if e["type"] == SETTLING)
+    credit, refund = int(settling.get("amount") or 0), int(settling.get("refunded") or 0)
+    landed = state.get("landed") or ()
+    return (credit, refund, 0 if REDEEMED in landed else credit,
+            0 if RETURNED in landed else refund)
+
+
 def _settled_if_due(state: Mapping[str, Any], cause: str, now_ms: int) -> OrderEvent | None:
     """``SETTLED`` once every part of the requested settlement has landed."""
     types = set(state["types"])
     if SETTLING not in types or SETTLED in types:
         return None
-    settling = next(e for e in state["events"] if e["type"] == SETTLING)
-    credit, refund = int(settling.get("amount") or 0), int(settling.get("refunded") or 0)
-    landed = state.get("landed") or ()
-    if (credit and REDEEMED not in landed) or (refund and RETURNED not in landed):
+    credit, refund, unlanded_credit, unlanded_refund = _settlement(state)
+    if unlanded_credit or unlanded_refund:
         return None
     return _event(state, SETTLED, cause, now_ms, amount=credit, refunded=refund)
 
@@ -529,11 +536,8 @@ def _reconcile(state: Mapping[str, Any], event: OrderEvent, now_ms: int, max_att
     if SETTLING in types and SETTLED not in types:
         # Ask the ledger again for what has not landed (it answers a command it has seen
         # with its recorded outcome).
-        settling = next(e for e in state["events"] if e["type"] == SETTLING)
-        landed = state.get("landed") or ()
-        actions.append(("settle", _settle_order(
-            state, 0 if REDEEMED in landed else int(settling.get("amount") or 0),
-            0 if RETURNED in landed else int(settling.get("refunded") or 0), cause)))
+        _, _, credit, refund = _settlement(state)
+        actions.append(("settle", _settle_order(state, credit, refund, cause)))
     if SETTLED in types:
         actions.append(("emit", _final(state, cause, now_ms)))
     return actions

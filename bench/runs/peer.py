@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.measure import json_terminal
+from bench.measure import json_progress
 from bench.peers import common
 from bench.runs.common import Context, stock_checks
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 class PeerSystem:
     """``python -m bench.peers.<module>`` on its own prefixed topics."""
 
-    decode = staticmethod(json_terminal)
+    decode = staticmethod(json_progress)
 
     def __init__(self, ctx: Context, name: str, module: str, *args: str) -> None:
         self.ctx = ctx

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.measure import avro_terminal
+from bench.measure import avro_progress
 from bench.runs.common import Context, RunResult, System, run_pipeline, stock_checks
 from tests.support import Worker, call
 
@@ -51,7 +51,7 @@ def wait_all(ready: Callable[[str], bool], keys: Iterable[str], what: str,
 class PostroomSystem:
     """One Postroom worker with a given merge window."""
 
-    decode = staticmethod(avro_terminal)
+    decode = staticmethod(avro_progress)
 
     def __init__(self, ctx: Context, name: str, max_lines: int, wait_ms: int) -> None:
         self.worker = Worker(
