@@ -131,10 +131,11 @@ class Runtime:
             for tp, offset in order.overdue():
                 await self.app.consumer.seek(tp, offset)
 
-    def agent(self, declared: str, name: str, handler: Handler, *,
+    def agent(self, declared: str | tuple[str, ...], name: str, handler: Handler, *,
               window: Window | None = None) -> Any:
-        """Declare an agent that runs ``handler`` on each record of a declared topic, in
-        order, in batches that are each one unit of work (see :mod:`app.unit`).
+        """Declare an agent that runs ``handler`` on each record of a declared topic (or of
+        several co-partitioned ones, told apart by ``record.topic``), in order, in batches
+        that are each one unit of work (see :mod:`app.unit`).
 
         A unit is what has arrived, up to ``window.records``; when the queue runs dry it
         waits for more until nothing has come for ``window.idle_s``, or ``window.span_s``
@@ -185,7 +186,16 @@ class Runtime:
 
         consume.__doc__ = handler.__doc__
         consume.__name__ = consume.__qualname__ = name  # how Faust labels it in logs
-        return self.app.agent(self.sources[declared], name=name)(consume)
+        return self.app.agent(self.source(declared), name=name)(consume)
+
+    def source(self, declared: str | tuple[str, ...]) -> Any:
+        """The raw topic an agent consumes: one declared topic, or several as one stream."""
+        if isinstance(declared, str):
+            return self.sources[declared]
+        first = self.specs[declared[0]]
+        return self.app.topic(*(self.topic_name(d) for d in declared),
+                              partitions=first.partitions, key_serializer="raw",
+                              value_serializer="raw")
 
     def handle(self, unit: Unit, message: Any, handler: Handler) -> int:
         """Run ``handler`` on each record of one message (a pack carries many, see

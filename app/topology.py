@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,14 @@ def apply(settings: Settings, specs: Mapping[str, TopicSpec] | None = None) -> l
     if problems:
         raise TopologyError("; ".join(problems))
     admin = _admin(settings)
-    existing = set(admin.list_topics(timeout=15).topics)
+    metadata = admin.list_topics(timeout=15).topics
+    existing = set(metadata)
+    # Topics that exist already count with the partitions they have, not those declared.
+    actual = [replace(s, partitions=len(metadata[s.name].partitions)) if s.name in existing
+              else s for s in wanted]
+    problems = copartition_problems(actual)
+    if problems:
+        raise TopologyError("existing topics are not co-partitioned: " + "; ".join(problems))
     missing = [s for s in wanted if s.name not in existing]
     if not missing:
         return []

@@ -1,8 +1,8 @@
-"""Order agents: accept requests, and run each order's saga over what it is told.
+"""The order agent: accept requests, and run each order's saga over what it is told.
 
 ::
 
-    orders.requests --accept_orders--> postroom.inbox (ACCEPTED | REJECTED)
+    orders.requests --run_order_saga: accept--> ACCEPTED | REJECTED, folded at once
     postroom.inbox  --run_order_saga--> order_by_id (projection)
                                      --> orders.events (every event it folds, its own too)
                                      --> postroom.ledger (pay: debit into a voucher;
@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from app.codecs import AVRO_CONTENT_TYPE, avro_decode, header, json_decode
 from app.errors import InvalidEvent
 from app.fulfillment.logic import STOCK_COMMAND, stock_release
 from app.models import OrderEvent, OrderRequest
 from app.ops import outstanding as book
 from app.orders import logic
+from app.pack import partition_for, shaped
 from app.payments import logic as payments
 from app.runtime import Runtime, now_ms
 from app.unit import Unit
@@ -45,8 +48,28 @@ def register(rt: Runtime) -> None:
     settings = rt.settings
     metrics = rt.metrics
 
-    def accept_one(unit: Unit, msg: Any) -> None:
-        """Dedupe, validate and price one request; emit ACCEPTED or REJECTED."""
+    requests_topic = rt.topic_name("orders.requests")
+    inbox_partitions = rt.specs["postroom.inbox"].partitions
+    inbox_schemas = rt.schemas("postroom.inbox")
+
+    def order_step(unit: Unit, msg: Any) -> None:
+        """One message of the saga's two topics: a request is accepted (or rejected) and
+        folded into its order at once; anything else is a report from another agent."""
+        if msg.topic != requests_topic:
+            saga_step(unit, msg)
+            return
+        decision = accept_one(unit, msg)
+        order_id = decision["order_id"]
+        if partition_for(order_id.encode(), inbox_partitions) != msg.partition:
+            # Not where the order's saga lives (a producer that did not key the request
+            # by order id with murmur2): the decision goes round by the inbox instead.
+            unit.send("postroom.inbox", order_id, decision)
+            return
+        # Exactly the record the inbox would have carried (defaults filled, JSON values).
+        fold(unit, orjson.loads(orjson.dumps(shaped(inbox_schemas, decision))))
+
+    def accept_one(unit: Unit, msg: Any) -> OrderEvent:
+        """Dedupe, validate and price one request; decide ACCEPTED or REJECTED."""
         request_by_order = unit.table("request_by_order")
 
         def price_of(sku: str) -> int | None:
@@ -68,7 +91,7 @@ def register(rt: Runtime) -> None:
         else:
             decision = logic.accept(request, price_of, now_ms())
             request_by_order[order_id] = {"hash": request["body_hash"], "event": decision}
-        unit.send("postroom.inbox", order_id, decision)
+        return decision  # type: ignore[no-any-return]
 
     def keep_outstanding(unit: Unit, state: dict[str, Any], event: OrderEvent) -> None:
         """Track the order in the outstanding table from acceptance until it is terminal."""
@@ -87,10 +110,12 @@ def register(rt: Runtime) -> None:
         book.apply(outstanding, order_id, decision)
 
     def saga_step(unit: Unit, msg: Any) -> None:
+        fold(unit, rt.decode("postroom.inbox", msg))
+
+    def fold(unit: Unit, reported: OrderEvent) -> None:
         """Fold one reported event into its order, publish it on ``orders.events``, and take
         the order's next steps; the saga's own events are folded at once, the same way."""
         order_by_id = unit.table("order_by_id")
-        reported: OrderEvent = rt.decode("postroom.inbox", msg)
         order_id = reported["order_id"]
         state = order_by_id.get(order_id) or logic.new_state(order_id)
         if reported["type"] in logic.MONEY_LANDED:
@@ -140,8 +165,9 @@ def register(rt: Runtime) -> None:
             latency = (event["at_ms"] - (event.get("requested_at_ms") or 0)) / 1000
             metrics.order_latency.observe(max(latency, 0.0))
 
-    rt.agent("orders.requests", "accept_orders", accept_one)
-    rt.agent("postroom.inbox", "run_order_saga", saga_step)
+    # One agent for both: a request's decision is folded in the unit that makes it, so an
+    # order's first step takes no hop of its own (the topics are co-partitioned).
+    rt.agent(("orders.requests", "postroom.inbox"), "run_order_saga", order_step)
 
     def perform(unit: Unit, action: tuple[str, Any]) -> None:
         kind, payload = action

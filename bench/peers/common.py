@@ -4,8 +4,8 @@ The peers (the plain confluent-kafka chain, the Quix Streams pipeline and the sy
 baseline) do the same steps as Postroom, with the same hops, with JSON messages on their own
 prefixed topics::
 
-    requests (key order)   -> accept -> events: ACCEPTED
-    events   (key order)   -> saga   -> ledger: DEBIT the customer
+    requests (key order)   -> saga: accept -> events: ACCEPTED; ledger: DEBIT the customer
+                              (the saga accepts a request and takes its first step at once)
     ledger   (key account) -> ledger -> events: PAID | PAYMENT_REJECTED; accounts: balance
     events   (key order)   -> saga   -> events: DISPATCHED; lines (key sku), one per sku
     lines    (key sku)     -> dispatch: same-sku lines within the window -> batches (key sku)

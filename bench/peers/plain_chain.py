@@ -67,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             topic = msg.topic()
             value = loads(msg.value())
             if topic == t["requests"]:
-                event = common.accept(value, catalogue, at)
-                produce(t["events"], dumps(event), msg.key())
-            elif topic == t["events"]:
+                # Published, and folded by the saga at once (Postroom's saga accepts too).
+                value = common.accept(value, catalogue, at)
+                produce(t["events"], dumps(value), msg.key())
+                topic = t["events"]
+            if topic == t["events"]:
                 oid = value["order_id"]
                 state, changed, out = common.saga(orders.get(oid), value, at)
                 if changed and state is not None:

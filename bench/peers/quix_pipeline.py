@@ -2,7 +2,7 @@
 
 Five dataframes in one Application, one per stage (see ``bench.peers.common``)::
 
-    requests --apply(accept)--> events
+    requests --apply(accept)--> events, and on into the saga (concat)
     events   --apply(saga, stateful: the order)--> events (DISPATCHED, terminal) | lines
                                                  | ledger (debit, credit, refund)
     ledger   --apply(ledger, stateful: the account)--> events (PAID, ...) | accounts
@@ -70,19 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     def pick_topic(value: Any, key: Any, timestamp: int, headers: Any) -> Any:
         return route[value["_to"]]
 
-    # accept
-    sdf = app.dataframe(requests)
-    sdf = sdf.apply(lambda order: common.accept(order, catalogue, common.now_ms()))
-    sdf.to_topic(events)
+    # accept: published, and folded by the saga at once (Postroom's saga accepts too)
+    accepted = app.dataframe(requests)
+    accepted = accepted.apply(lambda order: common.accept(order, catalogue, common.now_ms()))
+    accepted.to_topic(events)
 
-    # the order saga
+    # the order saga, over its own reports and the requests it accepted
     def saga(event: dict[str, Any], state: Any) -> list[dict[str, Any]]:
         order, changed, out = common.saga(state.get("order"), event, common.now_ms())
         if changed:
             state.set("order", order)
         return [to(where, m[keys.get(where, "order_id")], m) for where, m in out]
 
-    sdf = app.dataframe(events).apply(saga, stateful=True, expand=True)
+    sdf = accepted.concat(app.dataframe(events)).apply(saga, stateful=True, expand=True)
     sdf.to_topic(pick_topic, key=lambda v: v["_key"])
 
     # the ledger: each command once per account
