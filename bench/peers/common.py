@@ -5,7 +5,8 @@ baseline) do the same steps as Postroom, with the same hops, with JSON messages 
 prefixed topics::
 
     requests (key order)   -> saga: accept -> events: ACCEPTED; ledger: DEBIT the customer
-                              (the saga accepts a request and takes its first step at once)
+                              (the saga accepts a request and takes its first step at once;
+                               the Quix pipeline accepts in a dataframe of its own, one hop more)
     ledger   (key account) -> ledger -> events: PAID | PAYMENT_REJECTED; accounts: balance
     events   (key order)   -> saga   -> events: DISPATCHED; lines (key sku), one per sku
     lines    (key sku)     -> dispatch: same-sku lines within the window -> batches (key sku)

@@ -2,12 +2,17 @@
 
 Five dataframes in one Application, one per stage (see ``bench.peers.common``)::
 
-    requests --apply(accept)--> events, and on into the saga (concat)
+    requests --apply(accept)--> events
     events   --apply(saga, stateful: the order)--> events (DISPATCHED, terminal) | lines
                                                  | ledger (debit, credit, refund)
     ledger   --apply(ledger, stateful: the account)--> events (PAID, ...) | accounts
     lines    --tumbling_window(merge window).collect().final()--> batches (key sku)
     batches  --apply(fulfill, stateful: the sku's stock)--> events (LINE_RESULT) | stock
+
+Unlike Postroom and the plain chain, whose sagas accept requests themselves, accept stays a
+dataframe of its own, one more hop: folding it into the saga takes ``concat`` of the two
+topics, and a concatenation of different topics switches on Quix's timestamp alignment for
+the whole application, which in a trial took this pipeline from about 1,000 to 197 orders/s.
 
 The merge window is a processing-time tumbling window (each line is stamped with the time it
 is read), closed per partition. Quix closes a window only when a later message arrives on the
@@ -70,19 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     def pick_topic(value: Any, key: Any, timestamp: int, headers: Any) -> Any:
         return route[value["_to"]]
 
-    # accept: published, and folded by the saga at once (Postroom's saga accepts too)
-    accepted = app.dataframe(requests)
-    accepted = accepted.apply(lambda order: common.accept(order, catalogue, common.now_ms()))
-    accepted.to_topic(events)
+    # accept
+    sdf = app.dataframe(requests)
+    sdf = sdf.apply(lambda order: common.accept(order, catalogue, common.now_ms()))
+    sdf.to_topic(events)
 
-    # the order saga, over its own reports and the requests it accepted
+    # the order saga
     def saga(event: dict[str, Any], state: Any) -> list[dict[str, Any]]:
         order, changed, out = common.saga(state.get("order"), event, common.now_ms())
         if changed:
             state.set("order", order)
         return [to(where, m[keys.get(where, "order_id")], m) for where, m in out]
 
-    sdf = accepted.concat(app.dataframe(events)).apply(saga, stateful=True, expand=True)
+    sdf = app.dataframe(events).apply(saga, stateful=True, expand=True)
     sdf.to_topic(pick_topic, key=lambda v: v["_key"])
 
     # the ledger: each command once per account
