@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from types import SimpleNamespace
 from typing import Any
 
@@ -67,6 +67,7 @@ def murmur2(data: bytes) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
+@lru_cache(maxsize=8192)  # keys recur: skus, the merchant, an order's id on each of its steps
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (librdkafka's murmur2_random)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -194,7 +194,8 @@ def accept(
         "account_id": request.get("account_id"),
         "requested_at_ms": request.get("received_at_ms") or now_ms,
     }
-    unknown = [sku for sku in quantities if price_of(sku) is None]
+    prices = {sku: price_of(sku) for sku in quantities}  # one read per sku
+    unknown = [sku for sku, price in prices.items() if price is None]
     if unknown:
         return {
             **base,
@@ -204,7 +205,7 @@ def accept(
         }
     lines: list[OrderLine] = []
     for sku, qty in quantities.items():
-        price = price_of(sku)
+        price = prices[sku]
         assert price is not None
         lines.append(
             {

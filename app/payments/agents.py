@@ -32,9 +32,8 @@ def register(rt: Runtime) -> None:
         cmd: logic.LedgerCommand = rt.decode("postroom.ledger", msg)
         account_id, command_id = cmd["account_id"], cmd["command_id"]
         account = account_by_id.get(account_id) or logic.new_account(account_id)
-        done, outcome = logic.recorded_outcome(
-            account, command_id, account_by_id.get(logic.command_key(command_id))
-        )
+        record = account_by_id.get(logic.command_key(command_id))
+        done, outcome = logic.recorded_outcome(account, command_id, record)
         if done:
             metrics.duplicates.labels("ledger").inc()
         else:
@@ -42,7 +41,7 @@ def register(rt: Runtime) -> None:
             # The balance and its command in one write first, then the command's own
             # record: a crash loses a suffix, and either write tells a retry it was done.
             account_by_id[account_id] = logic.with_last_command(account, command_id, outcome)
-        if account_by_id.get(logic.command_key(command_id)) is None:
+        if record is None:
             account_by_id[logic.command_key(command_id)] = {"outcome": outcome}
         if outcome is not None:
             unit.send("postroom.vouchers", outcome["voucher_id"], outcome)
