@@ -6,7 +6,12 @@
                     [--out bench/results] [--sync-orders N] [--half-rate R] [--profile]
 
 Runs, in this order (``--only`` picks some): broker, floor, chain, merge, nomerge, half, sync,
-quix, frontdesk. Exits 1 only when a run's correctness check fails (or a run errors);
+quix, frontdesk. The throughput runs (chain, merge, nomerge, sync, quix) are repeated
+``--rounds`` times, interleaved (chain, merge, nomerge, sync, quix, chain, merge, ...), and each
+is reported by its median round: the machine's speed drifts by tens of percent within
+minutes, and a ratio of two single runs minutes apart measures the drift as much as the
+systems. ``half`` and ``frontdesk`` run once, after the rounds (half at half the median
+``merge``). Exits 1 only when a run's correctness check fails in any round (or a run errors);
 goals are printed as PASS/FAIL and never change the exit code.
 """
 
@@ -68,6 +73,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=50, help="warm-up orders per run")
     p.add_argument("--profile", action="store_true",
                    help="record the 'merge' worker with py-spy for 20 s")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of the throughput runs, interleaved; each reported by its median")
     p.add_argument("--keep-topics", action="store_true",
                    help="with POSTROOM_KAFKA_BOOTSTRAP: leave the runs' topics for inspection")
     return p.parse_args(argv)
@@ -119,15 +126,18 @@ def main(argv: list[str] | None = None) -> int:
             half_rate=args.half_rate, profile=args.profile,
             frontdesk_orders=args.frontdesk_orders,
         )
-        for name in chosen:
+        rounds: dict[str, list[RunResult]] = {}
+        for round_no, name in schedule(chosen, max(1, args.rounds)):
             title, fn = runs[name]
-            print(f"bench: {name}: {title}", file=sys.stderr, flush=True)
+            label = f" (round {round_no})" if name in REPEATED and args.rounds > 1 else ""
+            print(f"bench: {name}{label}: {title}", file=sys.stderr, flush=True)
             try:
                 got = fn(ctx)
             except Exception as exc:  # one broken run does not hide the others
                 got = RunResult(name, title, error=f"{type(exc).__name__}: {exc}")
             for r in got if isinstance(got, list) else [got]:
-                ctx.results[r.name] = r
+                rounds.setdefault(r.name, []).append(r)
+                ctx.results[r.name] = median_round(rounds[r.name])
                 print(f"bench: {r.name}: {'ok' if r.ok else 'FAILED'} in {r.seconds:.0f}s"
                       + (f" - {r.error}" if r.error else ""), file=sys.stderr, flush=True)
     except KeyboardInterrupt:
@@ -165,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
           f"({meta['seconds']:.0f}s)")
     print(report.table(results))
     print()
+    rounds = report.round_lines(results)
+    if rounds:
+        print("Rounds (orders/s, in the order they ran; the table shows the median):")
+        print(rounds)
+        print()
     print("Goals:")
     print(report.goal_lines(gs))
     stages = report.stage_lines(results)
@@ -196,6 +211,36 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(src, args.out / latest)
     print(f"\nresults: {json_path} and {png_path.name} (copies: latest.json, latest.png)")
     return 0 if all(r.ok for r in results.values()) else 1
+
+
+# The runs whose rate the goals compare; repeated, interleaved, with --rounds.
+REPEATED = ("chain", "merge", "nomerge", "sync", "quix")
+
+
+def schedule(chosen: list[str], rounds: int) -> list[tuple[int, str]]:
+    """(round, run) in the order they run: the once-only runs that come first, then the
+    repeated runs round after round, then 'half' and 'frontdesk' (after the median 'merge')."""
+    first = [n for n in chosen if n not in REPEATED and n not in ("half", "frontdesk")]
+    repeated = [n for n in chosen if n in REPEATED]
+    last = [n for n in chosen if n in ("half", "frontdesk")]
+    return ([(1, n) for n in first]
+            + [(k, n) for k in range(1, rounds + 1) for n in repeated]
+            + [(1, n) for n in last])
+
+
+def median_round(results: list[RunResult]) -> RunResult:
+    """The round that stands for a run: the median rate of its rounds (the lower middle of
+    an even count). It fails if any round failed, and lists every round's rate."""
+    if len(results) == 1:
+        return results[0]
+    chosen = sorted(results, key=lambda r: r.rate)[(len(results) - 1) // 2]
+    chosen.extra["rounds"] = [round(r.rate, 1) for r in results]
+    failed = [r for r in results if not r.ok]
+    if failed and chosen.ok:
+        bad = failed[0]
+        chosen.error = chosen.error or ("another round failed: "
+                                        + (bad.error or "a correctness check failed"))
+    return chosen
 
 
 def _delete_topics(bootstrap: str, prefixes: list[str]) -> None:

@@ -148,6 +148,13 @@ def goal_lines(gs: Sequence[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def round_lines(results: dict[str, RunResult]) -> str:
+    """Every round's rate of the repeated runs (the table shows the median round)."""
+    rows = [f"  {name}: " + " / ".join(f"{rate:,.0f}" for rate in r.extra["rounds"])
+            for name, r in results.items() if r.extra.get("rounds")]
+    return "\n".join(rows)
+
+
 STAGE_RUNS = ("half",)  # the latency run; at full speed the stages measure the backlog
 
 
@@ -188,6 +195,10 @@ def markdown(meta: dict[str, Any], results: dict[str, RunResult],
             f"{_fmt(lat.get('p99'), 1)} | {_fmt(lat.get('max'), 1)} | "
             f"{_fmt(proc.get('cpu_pct'))} | {_fmt(proc.get('cpu_ms_per_order'), 3)} | {rss} | "
             f"{_fmt(r.broker.get('cpu_pct'))} | {'ok' if r.ok else 'FAIL'} |")
+    rounds = round_lines(results)
+    if rounds:
+        lines += ["", "Rounds (orders/s, in the order they ran; the table shows the median):",
+                  "", "```", rounds, "```"]
     stages = stage_lines(results)
     if stages:
         lines += ["", "Where an order's time goes (ms from producing it to the first such "

@@ -50,6 +50,13 @@ class Context:
     results: dict[str, RunResult] = field(default_factory=dict)
     prefixes: list[str] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    _rundirs: dict[str, int] = field(default_factory=dict)
+
+    def rundir(self, name: str) -> Path:
+        """A fresh working directory for one run of ``name`` (rounds do not share state)."""
+        self._rundirs[name] = self._rundirs.get(name, 0) + 1
+        n = self._rundirs[name]
+        return self.workdir / (name if n == 1 else f"{name}-{n}")
 
     def prefix(self, name: str) -> str:
         """A fresh topic prefix for one run (remembered, to clean an external cluster)."""

@@ -29,7 +29,7 @@ class PeerSystem:
         self.events_topic = self.topics["events"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0
-        self.log = ctx.workdir / name / f"{module}.log"
+        self.log = ctx.rundir(name) / f"{module}.log"
         self.funds: dict[str, int] = {}
 
     def start(self, stock: dict[str, int], prices: dict[str, int],

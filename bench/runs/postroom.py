@@ -56,7 +56,7 @@ class PostroomSystem:
     def __init__(self, ctx: Context, name: str, max_lines: int, wait_ms: int) -> None:
         self.worker = Worker(
             ctx.bootstrap,
-            ctx.workdir / name,
+            ctx.rundir(name),
             env_extra={
                 "POSTROOM_MERGE_MAX_LINES": str(max_lines),
                 "POSTROOM_MERGE_MAX_WAIT_MS": str(wait_ms),

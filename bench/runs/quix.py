@@ -13,7 +13,7 @@ def run(ctx: Context) -> RunResult:
     except ImportError:
         result.error = "quixstreams is not installed (pip install -e '.[bench]')"
         return result
-    state = ctx.workdir / "quix" / "state"
+    state = ctx.rundir("quix-state")  # each round its own state
     system = PeerSystem(ctx, "quix", "quix_pipeline", "--merge-wait-ms", str(ctx.merge_wait_ms),
                         "--state-dir", str(state))
     result.extra["commit_interval_s"] = 1.0
