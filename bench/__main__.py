@@ -3,10 +3,11 @@
 ::
 
     python -m bench [--orders N] [--duration S] [--skus K] [--seed S] [--only a,b]
-                    [--out bench/results] [--sync-orders N] [--half-rate R] [--profile]
+                    [--out bench/results] [--sync-orders N] [--half-rate R] [--rounds N]
+                    [--profile] [--keep-topics]
 
-Runs, in this order (``--only`` picks some): broker, floor, chain, merge, nomerge, half, sync,
-quix, frontdesk. The throughput runs (chain, merge, nomerge, sync, quix) are repeated
+Runs (``--only`` picks some) broker and floor, then the throughput runs (chain, merge,
+nomerge, sync, quix), then half and frontdesk. The throughput runs are repeated
 ``--rounds`` times, interleaved (chain, merge, nomerge, sync, quix, chain, merge, ...), and each
 is reported by its median round: the machine's speed drifts by tens of percent within
 minutes, and a ratio of two single runs minutes apart measures the drift as much as the
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from bench import report
@@ -233,13 +235,13 @@ def median_round(results: list[RunResult]) -> RunResult:
     an even count). It fails if any round failed, and lists every round's rate."""
     if len(results) == 1:
         return results[0]
-    chosen = sorted(results, key=lambda r: r.rate)[(len(results) - 1) // 2]
-    chosen.extra["rounds"] = [round(r.rate, 1) for r in results]
+    median = sorted(results, key=lambda r: r.rate)[(len(results) - 1) // 2]
+    chosen = replace(median, extra={**median.extra,
+                                    "rounds": [round(r.rate, 1) for r in results]})
     failed = [r for r in results if not r.ok]
     if failed and chosen.ok:
-        bad = failed[0]
-        chosen.error = chosen.error or ("another round failed: "
-                                        + (bad.error or "a correctness check failed"))
+        chosen.error = "another round failed: " + (failed[0].error
+                                                    or "a correctness check failed")
     return chosen
 
 
