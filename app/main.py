@@ -123,10 +123,7 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
             value_serializer=codec_names.get(name, "raw"),
         )
     for name in CONSUMED:
-        spec = specs[name]
-        rt.sources[name] = app.topic(
-            spec.name, partitions=spec.partitions, key_serializer="raw", value_serializer="raw"
-        )
+        rt.sources[name] = rt.raw_topic(name)
     for table, source in TABLES.items():
         rt.tables[table] = app.Table(
             table,

@@ -188,14 +188,18 @@ class Runtime:
         consume.__name__ = consume.__qualname__ = name  # how Faust labels it in logs
         return self.app.agent(self.source(declared), name=name)(consume)
 
+    def raw_topic(self, *declared: str) -> Any:
+        """Declared topics as one stream of raw messages (the agent decodes them, so a bad
+        message is parked, not fatal); several must be co-partitioned."""
+        return self.app.topic(*(self.topic_name(d) for d in declared),
+                              partitions=self.specs[declared[0]].partitions,
+                              key_serializer="raw", value_serializer="raw")
+
     def source(self, declared: str | tuple[str, ...]) -> Any:
         """The raw topic an agent consumes: one declared topic, or several as one stream."""
         if isinstance(declared, str):
             return self.sources[declared]
-        first = self.specs[declared[0]]
-        return self.app.topic(*(self.topic_name(d) for d in declared),
-                              partitions=first.partitions, key_serializer="raw",
-                              value_serializer="raw")
+        return self.raw_topic(*declared)
 
     def handle(self, unit: Unit, message: Any, handler: Handler) -> int:
         """Run ``handler`` on each record of one message (a pack carries many, see

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from app.codecs import AVRO_CONTENT_TYPE, avro_decode, header, json_decode
 from app.errors import InvalidEvent
 from app.fulfillment.logic import STOCK_COMMAND, stock_release
@@ -65,8 +63,8 @@ def register(rt: Runtime) -> None:
             # by order id with murmur2): the decision goes round by the inbox instead.
             unit.send("postroom.inbox", order_id, decision)
             return
-        # Exactly the record the inbox would have carried (defaults filled, JSON values).
-        fold(unit, orjson.loads(orjson.dumps(shaped(inbox_schemas, decision))))
+        # The record the inbox would have carried (its schema's defaults filled in).
+        fold(unit, shaped(inbox_schemas, decision))
 
     def accept_one(unit: Unit, msg: Any) -> OrderEvent:
         """Dedupe, validate and price one request; decide ACCEPTED or REJECTED."""
