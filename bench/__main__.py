@@ -3,8 +3,8 @@
 ::
 
     python -m bench [--orders N] [--duration S] [--skus K] [--seed S] [--only a,b]
-                    [--out bench/results] [--sync-orders N] [--half-rate R] [--rounds N]
-                    [--profile] [--keep-topics]
+                    [--out bench/results] [--sync-orders N] [--nomerge-orders N] [--half-rate R]
+                    [--rounds N] [--profile] [--keep-topics]
 
 Runs (``--only`` picks some) broker and floor, then the throughput runs (chain, merge,
 nomerge, sync, quix), then half and frontdesk. The throughput runs are repeated
@@ -65,6 +65,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--sync-orders", type=int, default=1_000,
                    help="orders for the (slow) request-response baseline")
+    p.add_argument("--nomerge-orders", type=int, default=500,
+                   help="orders for the (slow) merging-off run")
     p.add_argument("--frontdesk-orders", type=int, default=2_000,
                    help="POST /orders requests of the front-desk run (then all must finish)")
     p.add_argument("--half-rate", type=float, default=None,
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.timeout, warmup=args.warmup, workdir=workdir, out=args.out,
             broker_pid=broker_pid, merge_wait_ms=args.merge_wait_ms,
             half_rate=args.half_rate, profile=args.profile,
-            frontdesk_orders=args.frontdesk_orders,
+            frontdesk_orders=args.frontdesk_orders, nomerge_orders=args.nomerge_orders,
         )
         rounds: dict[str, list[RunResult]] = {}
         for round_no, name in schedule(chosen, max(1, args.rounds)):

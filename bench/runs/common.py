@@ -44,6 +44,7 @@ class Context:
     out: Path
     broker_pid: int | None
     merge_wait_ms: int = 20
+    nomerge_orders: int = 500
     frontdesk_orders: int = 5_000
     half_rate: float | None = None
     profile: bool = False

@@ -53,14 +53,16 @@ class PostroomSystem:
 
     decode = staticmethod(avro_progress)
 
-    def __init__(self, ctx: Context, name: str, max_lines: int, wait_ms: int) -> None:
+    def __init__(self, ctx: Context, name: str, max_lines: int, wait_ms: int,
+                 unit_max: int | None = None) -> None:
+        env = {"POSTROOM_MERGE_MAX_LINES": str(max_lines),
+               "POSTROOM_MERGE_MAX_WAIT_MS": str(wait_ms)}
+        if unit_max is not None:
+            env["POSTROOM_BATCH_MAX"] = str(unit_max)
         self.worker = Worker(
             ctx.bootstrap,
             ctx.rundir(name),
-            env_extra={
-                "POSTROOM_MERGE_MAX_LINES": str(max_lines),
-                "POSTROOM_MERGE_MAX_WAIT_MS": str(wait_ms),
-            },
+            env_extra=env,
             prefix=ctx.prefix(name),
         )
         self.requests_topic = self.worker.topic("orders.requests")
@@ -146,12 +148,19 @@ def profiler(ctx: Context, name: str, seconds: int = 20) -> Callable[[System], N
 
 
 def run_full(ctx: Context, name: str, merging: bool) -> RunResult:
+    """Merging on: the defaults. Merging off: nothing is batched. Every fulfillment batch
+    holds one line (``POSTROOM_MERGE_MAX_LINES=1``) and every unit of work one message
+    (``POSTROOM_BATCH_MAX=1``), so each message's reads, writes and sends are made durable
+    on their own instead of once per batch."""
     title = "Postroom, merging on" if merging else "Postroom, merging off"
     result = RunResult(name, title)
-    system = PostroomSystem(ctx, name, 200 if merging else 1, ctx.merge_wait_ms)
-    orders = ctx.workload.orders(ctx.orders)
-    result.extra["merge_max_lines"] = 200 if merging else 1
+    lines, unit_max = (200, None) if merging else (1, 1)
+    system = PostroomSystem(ctx, name, lines, ctx.merge_wait_ms, unit_max)
+    orders = ctx.workload.orders(ctx.orders if merging else ctx.nomerge_orders)
+    result.extra["merge_max_lines"] = lines
     result.extra["merge_max_wait_ms"] = ctx.merge_wait_ms
+    if unit_max is not None:
+        result.extra["batch_max"] = unit_max
     return profiled(ctx, name, result,
                     lambda during: run_pipeline(ctx, result, system, orders, during=during))
 
