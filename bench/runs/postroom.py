@@ -147,6 +147,11 @@ def profiler(ctx: Context, name: str, seconds: int = 20) -> Callable[[System], N
     return record
 
 
+def batching(merging: bool) -> tuple[int, int | None]:
+    """Lines per fulfillment batch, and records per unit of work (None: the default)."""
+    return (200, None) if merging else (1, 1)
+
+
 def run_full(ctx: Context, name: str, merging: bool) -> RunResult:
     """Merging on: the defaults. Merging off: nothing is batched. Every fulfillment batch
     holds one line (``POSTROOM_MERGE_MAX_LINES=1``) and every unit of work one message
@@ -154,7 +159,7 @@ def run_full(ctx: Context, name: str, merging: bool) -> RunResult:
     on their own instead of once per batch."""
     title = "Postroom, merging on" if merging else "Postroom, merging off"
     result = RunResult(name, title)
-    lines, unit_max = (200, None) if merging else (1, 1)
+    lines, unit_max = batching(merging)
     system = PostroomSystem(ctx, name, lines, ctx.merge_wait_ms, unit_max)
     orders = ctx.workload.orders(ctx.orders if merging else ctx.nomerge_orders)
     result.extra["merge_max_lines"] = lines

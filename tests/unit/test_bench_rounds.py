@@ -28,3 +28,19 @@ def test_a_failed_round_fails_the_run_even_if_the_median_passed() -> None:
     median = median_round(rounds)
     assert median.rate == 1000.0 and not median.ok
     assert "another round failed" in median.error
+
+
+def test_merging_off_batches_nothing_and_merging_on_keeps_the_defaults(tmp_path) -> None:
+    from bench.runs.common import Context
+    from bench.runs.postroom import PostroomSystem, batching
+    from bench.workload import Workload
+
+    ctx = Context(bootstrap="127.0.0.1:9", workload=Workload(seed=1, skus=10, zipf=1.1),
+                  orders=10, duration=1.0, sync_orders=10, timeout=1.0, warmup=1,
+                  workdir=tmp_path, out=tmp_path, broker_pid=None)
+    assert batching(False) == (1, 1) and batching(True) == (200, None)
+    lines, unit_max = batching(False)
+    off = PostroomSystem(ctx, "nomerge", lines, 20, unit_max).worker.env
+    assert off["POSTROOM_MERGE_MAX_LINES"] == "1" and off["POSTROOM_BATCH_MAX"] == "1"
+    on = PostroomSystem(ctx, "merge", 200, 20).worker.env_extra
+    assert on == {"POSTROOM_MERGE_MAX_LINES": "200", "POSTROOM_MERGE_MAX_WAIT_MS": "20"}
