@@ -123,13 +123,34 @@ class Runtime:
             seek.add_done_callback(self._seeks.discard)
         return admitted
 
-    async def rewind_overdue(self, order: Sequencer) -> None:
+    async def rewind_overdue(self, order: Sequencer, topics: frozenset[str],
+                             idle: Callable[[], bool], name: str) -> None:
         """Ask again for holes a first rewind did not bring back (a fetch under way when
-        it was asked can overtake it)."""
+        it was asked can overtake it), and go back for messages dropped on the way that no
+        later message revealed: while nothing is queued for the agent, a partition whose
+        consumer position stays past what the agent was handed (see app.sequence)."""
+        consumer = self.app.consumer
         while True:
             await asyncio.sleep(RESEEK_S)
             for tp, offset in order.overdue():
-                await self.app.consumer.seek(tp, offset)
+                await consumer.seek(tp, offset)
+            if not idle() or consumer.suspend_flow.is_set() or self.app.rebalancing:
+                continue
+            positions: dict[Any, int | None] = {}
+            for tp in consumer.assignment():
+                if tp.topic in topics:
+                    try:
+                        positions[tp] = await consumer.position(tp)
+                    except Exception:  # revoked meanwhile: next round
+                        positions[tp] = None
+            if not idle():  # something arrived while the positions were read
+                continue
+            for tp, offset in order.stalled(positions, self.app.consumer_generation_id,
+                                            consumer._committed_offset):
+                self.app.log.warning("%s: %s[%s] was read up to %s but handed over only up "
+                                     "to %s; going back", name, tp.topic, tp.partition,
+                                     positions[tp], offset)
+                await consumer.seek(tp, offset)
 
     def agent(self, declared: str | tuple[str, ...], name: str, handler: Handler, *,
               window: Window | None = None) -> Any:
@@ -146,6 +167,8 @@ class Runtime:
         """
         linger = self.settings.batch_wait_ms / 1000
         shape = window or Window(self.settings.batch_max, linger, linger * 4)
+        topics = frozenset(self.topic_name(d) for d in
+                           ((declared,) if isinstance(declared, str) else declared))
 
         async def consume(stream: Any) -> None:
             # Acks are ours: a message is acked only once its unit is durable.
@@ -156,7 +179,7 @@ class Runtime:
             handled = 0  # records (a pack carries many)
             unit = self.unit()
             started = last = time.monotonic()
-            rewinder = asyncio.ensure_future(self.rewind_overdue(order))
+            rewinder = asyncio.ensure_future(self.rewind_overdue(order, topics, waiting, name))
             try:
                 async for event in events.events():
                     if self.admit(order, event, name):

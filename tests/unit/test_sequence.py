@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from app.sequence import GIVE_UP_S, RESEEK_S, Sequencer
+from app.sequence import GIVE_UP_S, RESEEK_S, STALL_S, Sequencer
 
 TP = ("orders.events", 0)
 
@@ -63,3 +63,36 @@ def test_an_unanswered_rewind_is_asked_again_and_given_up_after_a_while() -> Non
     clock.now += GIVE_UP_S
     assert order.overdue() == []
     assert order.admit(event(9), 1, {}) == (True, None)  # the log lost it: go on
+
+
+def test_a_position_past_what_was_handed_over_is_gone_back_to_once_it_stays_so() -> None:
+    # The last messages of a partition were dropped on the way: no later message shows the
+    # hole, but the consumer's position is past the committed offset and nothing is queued.
+    clock = Clock()
+    order = Sequencer(clock)
+    other = ("orders.requests", 1)
+    assert order.stalled({TP: 95, other: 7}, 1, {TP: 21, other: 7}) == []
+    clock.now += STALL_S - 0.1
+    assert order.stalled({TP: 95, other: 7}, 1, {TP: 21, other: 7}) == []
+    clock.now += 0.1
+    assert order.stalled({TP: 95, other: 7}, 1, {TP: 21, other: 7}) == [(TP, 21)]
+    assert order.stalled({TP: 95}, 1, {TP: 21}) == []  # asked: again only after STALL_S
+    clock.now += STALL_S
+    assert order.stalled({TP: 95}, 1, {TP: 21}) == [(TP, 21)]
+    assert order.admit(event(21), 1, {TP: 21}) == (True, None)  # it came back
+    clock.now += STALL_S
+    assert order.stalled({TP: 95}, 1, {TP: 21}) == []  # handed one: the clock starts again
+    clock.now += STALL_S
+    assert order.stalled({TP: 95}, 1, {TP: 21}) == [(TP, 22)]
+
+
+def test_no_going_back_when_caught_up_unknown_or_already_rewinding() -> None:
+    clock = Clock()
+    order = Sequencer(clock)
+    order.admit(event(0), 1, {})
+    assert order.admit(event(8), 1, {}) == (False, 1)  # a hole: a rewind is under way
+    never = ("orders.requests", 2)  # never committed, nothing handed: no offset to expect
+    for _ in range(3):
+        clock.now += STALL_S
+        assert order.stalled({TP: 9, never: 40, ("x", 0): None}, 1, {}) == []
+    assert order.stalled({("y", 0): 5}, 1, {("y", 0): 5}) == []  # caught up
