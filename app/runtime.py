@@ -129,28 +129,36 @@ class Runtime:
         it was asked can overtake it), and go back for messages dropped on the way that no
         later message revealed: while nothing is queued for the agent, a partition whose
         consumer position stays past what the agent was handed (see app.sequence)."""
-        consumer = self.app.consumer
         while True:
             await asyncio.sleep(RESEEK_S)
-            for tp, offset in order.overdue():
-                await consumer.seek(tp, offset)
-            if not idle() or consumer.suspend_flow.is_set() or self.app.rebalancing:
-                continue
-            positions: dict[Any, int | None] = {}
-            for tp in consumer.assignment():
-                if tp.topic in topics:
-                    try:
-                        positions[tp] = await consumer.position(tp)
-                    except Exception:  # revoked meanwhile: next round
-                        positions[tp] = None
-            if not idle():  # something arrived while the positions were read
-                continue
-            for tp, offset in order.stalled(positions, self.app.consumer_generation_id,
-                                            consumer._committed_offset):
-                self.app.log.warning("%s: %s[%s] was read up to %s but handed over only up "
-                                     "to %s; going back", name, tp.topic, tp.partition,
-                                     positions[tp], offset)
-                await consumer.seek(tp, offset)
+            try:
+                await self._go_back(order, topics, idle, name)
+            except Exception:  # a failed round must not end the checks: try again
+                self.app.log.exception("%s: looking for skipped messages failed", name)
+
+    async def _go_back(self, order: Sequencer, topics: frozenset[str],
+                       idle: Callable[[], bool], name: str) -> None:
+        """One round of :meth:`rewind_overdue`."""
+        consumer = self.app.consumer
+        for tp, offset in order.overdue():
+            await consumer.seek(tp, offset)
+        if not idle() or consumer.suspend_flow.is_set() or self.app.rebalancing:
+            return
+        positions: dict[Any, int | None] = {}
+        for tp in consumer.assignment():
+            if tp.topic in topics:
+                try:
+                    positions[tp] = await consumer.position(tp)
+                except Exception:  # revoked meanwhile: next round
+                    positions[tp] = None
+        if not idle():  # something arrived while the positions were read
+            return
+        for tp, offset in order.stalled(positions, self.app.consumer_generation_id,
+                                        consumer._committed_offset):
+            self.app.log.warning("%s: %s[%s] was read up to %s but handed over only up to "
+                                 "%s; going back", name, tp.topic, tp.partition, positions[tp],
+                                 offset)
+            await consumer.seek(tp, offset)
 
     def agent(self, declared: str | tuple[str, ...], name: str, handler: Handler, *,
               window: Window | None = None) -> Any:
