@@ -96,3 +96,48 @@ def test_no_going_back_when_caught_up_unknown_or_already_rewinding() -> None:
         clock.now += STALL_S
         assert order.stalled({TP: 9, never: 40, ("x", 0): None}, 1, {}) == []
     assert order.stalled({("y", 0): 5}, 1, {("y", 0): 5}) == []  # caught up
+
+
+class FakeConsumer:
+    """Just what an agent's rewind task asks of Faust's consumer."""
+
+    def __init__(self, positions: dict[Any, int]) -> None:
+        self.positions = positions
+        self.suspend_flow = SimpleNamespace(is_set=lambda: False)
+        self._committed_offset = {tp: 21 for tp in positions}
+        self.sought: list[tuple[Any, int]] = []
+
+    def assignment(self) -> set[Any]:
+        return set(self.positions)
+
+    async def position(self, tp: Any) -> int:
+        return self.positions[tp]
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        self.sought.append((tp, offset))
+
+
+async def test_an_idle_agent_goes_back_for_its_own_partitions_only() -> None:
+    from collections import namedtuple
+
+    from app.runtime import Runtime
+
+    TopicPartition = namedtuple("TopicPartition", "topic partition")
+    mine, theirs = TopicPartition("orders.requests", 1), TopicPartition("postroom.lines", 1)
+    consumer = FakeConsumer({mine: 95, theirs: 60})
+    log = SimpleNamespace(warning=lambda *a: None, exception=lambda *a: None)
+    app = SimpleNamespace(consumer=consumer, rebalancing=False, consumer_generation_id=1,
+                          log=log)
+    rt = Runtime(settings=None, app=app, specs={}, metrics=None)  # type: ignore[arg-type]
+    clock = Clock()
+    order = Sequencer(clock)
+    idle = [True]
+    topics = frozenset({"orders.requests"})
+    await rt._go_back(order, topics, lambda: idle[0], "saga")
+    clock.now += STALL_S
+    idle[0] = False  # something queued: the agent is not idle, nothing is decided
+    await rt._go_back(order, topics, lambda: idle[0], "saga")
+    assert consumer.sought == []
+    idle[0] = True
+    await rt._go_back(order, topics, lambda: idle[0], "saga")
+    assert consumer.sought == [(mine, 21)]
