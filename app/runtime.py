@@ -147,9 +147,9 @@ class Runtime:
         positions: dict[Any, int | None] = {}
         for tp in consumer.assignment():
             if tp.topic in topics:
-                try:
-                    positions[tp] = await consumer.position(tp)
-                except Exception:  # revoked meanwhile: next round
+                try:  # bounded: a position being reset is waited for, maybe long
+                    positions[tp] = await asyncio.wait_for(consumer.position(tp), RESEEK_S)
+                except Exception:  # revoked meanwhile, or no position yet: next round
                     positions[tp] = None
         if not idle():  # something arrived while the positions were read
             return

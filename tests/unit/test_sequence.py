@@ -141,3 +141,25 @@ async def test_an_idle_agent_goes_back_for_its_own_partitions_only() -> None:
     idle[0] = True
     await rt._go_back(order, topics, lambda: idle[0], "saga")
     assert consumer.sought == [(mine, 21)]
+
+
+async def test_a_position_that_does_not_come_is_skipped_for_the_round() -> None:
+    import asyncio
+    from collections import namedtuple
+
+    from app.runtime import Runtime
+
+    class Hanging(FakeConsumer):
+        async def position(self, tp: Any) -> int:
+            await asyncio.sleep(60)  # a position being reset
+            return 0
+
+    tp = namedtuple("TopicPartition", "topic partition")("orders.requests", 0)
+    consumer = Hanging({tp: 95})
+    app = SimpleNamespace(consumer=consumer, rebalancing=False, consumer_generation_id=1,
+                          log=SimpleNamespace(warning=lambda *a: None))
+    rt = Runtime(settings=None, app=app, specs={}, metrics=None)  # type: ignore[arg-type]
+    order = Sequencer(Clock())
+    await asyncio.wait_for(rt._go_back(order, frozenset({"orders.requests"}), lambda: True,
+                                       "saga"), RESEEK_S * 3)
+    assert consumer.sought == [] and order.stalls == {}
