@@ -175,8 +175,8 @@ class Runtime:
         """
         linger = self.settings.batch_wait_ms / 1000
         shape = window or Window(self.settings.batch_max, linger, linger * 4)
-        topics = frozenset(self.topic_name(d) for d in
-                           ((declared,) if isinstance(declared, str) else declared))
+        names = (declared,) if isinstance(declared, str) else declared
+        topics = frozenset(self.topic_name(d) for d in names)
 
         async def consume(stream: Any) -> None:
             # Acks are ours: a message is acked only once its unit is durable.
@@ -217,7 +217,7 @@ class Runtime:
 
         consume.__doc__ = handler.__doc__
         consume.__name__ = consume.__qualname__ = name  # how Faust labels it in logs
-        return self.app.agent(self.source(declared), name=name)(consume)
+        return self.app.agent(self.source(names), name=name)(consume)
 
     def raw_topic(self, *declared: str) -> Any:
         """Declared topics as one stream of raw messages (the agent decodes them, so a bad
@@ -226,11 +226,9 @@ class Runtime:
                               partitions=self.specs[declared[0]].partitions,
                               key_serializer="raw", value_serializer="raw")
 
-    def source(self, declared: str | tuple[str, ...]) -> Any:
+    def source(self, names: tuple[str, ...]) -> Any:
         """The raw topic an agent consumes: one declared topic, or several as one stream."""
-        if isinstance(declared, str):
-            return self.sources[declared]
-        return self.raw_topic(*declared)
+        return self.sources[names[0]] if len(names) == 1 else self.raw_topic(*names)
 
     def handle(self, unit: Unit, message: Any, handler: Handler) -> int:
         """Run ``handler`` on each record of one message (a pack carries many, see

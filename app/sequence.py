@@ -34,7 +34,8 @@ class Sequencer:
         self.next: dict[Any, int] = {}
         self.held: dict[Any, dict[int, Any]] = {}
         self.rewinding: dict[Any, tuple[int, float, float]] = {}  # tp -> want, asked, since
-        self.stalls: dict[Any, float] = {}  # tp -> since when its position is ahead
+        # tp -> (since when its position is ahead, the offset expected then)
+        self.stalls: dict[Any, tuple[float, int]] = {}
 
     def admit(self, event: Any, generation: Any, committed: dict[Any, Any]
               ) -> tuple[bool, int | None]:
@@ -43,7 +44,6 @@ class Sequencer:
         self._join(generation)
         message = event.message
         tp, offset = message.tp, message.offset
-        self.stalls.pop(tp, None)
         want = self._expected(tp, committed)
         if want is not None and offset > want:
             now = self.clock()
@@ -81,31 +81,39 @@ class Sequencer:
     def stalled(self, positions: dict[Any, int | None], generation: Any,
                 committed: dict[Any, Any]) -> list[tuple[Any, int]]:
         """Partitions whose consumer position has been past the next offset the agent
-        expects for ``STALL_S``, to go back to; the caller checks that nothing is queued for
-        the agent, so the messages in between were dropped on the way, and no later message
-        will reveal it. Asked again every ``STALL_S`` until the agent is handed one."""
+        expects for ``STALL_S`` (that offset not moving meanwhile), to go back to; the caller
+        checks that nothing is queued for the agent, so the messages in between were dropped
+        on the way, and no later message will reveal it. Asked again every ``STALL_S`` until
+        the agent is handed one."""
         self._join(generation)
         now = self.clock()
         found = []
         for tp, position in positions.items():
             want = self._expected(tp, committed)
             asked = self.rewinding.get(tp)
-            under_way = asked is not None and self.next.get(tp, -1) <= asked[0]
+            under_way = asked is not None and not self._answered(tp, asked[0])
             if want is None or position is None or position <= want or under_way:
                 self.stalls.pop(tp, None)
                 continue
-            since = self.stalls.setdefault(tp, now)
+            since, then = self.stalls.get(tp, (now, want))
+            if then != want:  # the agent was handed more since: the clock starts again
+                since = now
             if now - since >= STALL_S:
-                self.stalls[tp] = now
+                since = now
                 found.append((tp, want))
+            self.stalls[tp] = (since, want)
         return found
+
+    def _answered(self, tp: Any, want: int) -> bool:
+        """Whether the agent has been handed offset ``want`` of ``tp`` (a rewind answered)."""
+        return self.next.get(tp, -1) > want
 
     def overdue(self) -> list[tuple[Any, int]]:
         """Rewinds not answered within ``RESEEK_S``, to be asked for again (now)."""
         now = self.clock()
         again = []
         for tp, (want, asked, since) in list(self.rewinding.items()):
-            if self.next.get(tp, -1) > want or now - since >= GIVE_UP_S:
+            if self._answered(tp, want) or now - since >= GIVE_UP_S:
                 continue
             if now - asked >= RESEEK_S:
                 self.rewinding[tp] = (want, now, since)
