@@ -47,10 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         from app.ops.lagview import main as lag_main
 
         return int(lag_main(argv[1:]))
-    from app.main import create_app
+    from app.main import create_app, use_event_loop
+    from app.settings import load_settings
     from app.statedir import close_state, open_state
 
-    app, rt = create_app()
+    settings = load_settings()
+    use_event_loop(settings.event_loop)  # before anything creates a loop
+    app, rt = create_app(settings)
     sys.argv = [sys.argv[0], *argv]
     is_worker = argv[:1] == ["worker"]
     if is_worker:

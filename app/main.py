@@ -56,6 +56,16 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 MIB = 1024 * 1024
 
 
+def use_event_loop(name: str) -> None:
+    """Make ``name`` ("uvloop" or "aio") the event loop of every thread that creates one from
+    now on: the worker's and its consumer thread's. uvloop's loop turns faster than asyncio's,
+    which counts here because the worker wakes for every fetch, hand-over and commit."""
+    if name == "uvloop":
+        import mode.loop
+
+        mode.loop.use("uvloop")
+
+
 def table_options(settings: Settings) -> dict[str, Any]:
     """RocksDB sizes per table partition. Faust's defaults (64 MiB x 3 memtables, a 2 GiB
     cache, for each of the dozens of partition databases) let memory grow for a long time;

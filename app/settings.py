@@ -53,6 +53,7 @@ class Settings:
     # its own restart) take over its partitions. Heartbeats go out every third of it.
     session_timeout_s: float = 10.0
     prometheus_sensor: bool = False  # Faust's own per-event metrics on /metrics (costs ~15% CPU)
+    event_loop: str = "uvloop"  # the worker's asyncio loop: "uvloop" or "aio" (the standard one)
     # Web
     web_host: str = "127.0.0.1"
     web_port: int = 6066
@@ -148,6 +149,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("POSTROOM_BATCH_WAIT_MS must be >= 0")
     if s.fetch_max_wait_ms < 1:
         raise ConfigError("POSTROOM_FETCH_MAX_WAIT_MS must be >= 1")
+    if s.event_loop not in ("uvloop", "aio"):
+        raise ConfigError("POSTROOM_EVENT_LOOP must be uvloop or aio")
     if s.merge_max_lines < 1:
         raise ConfigError("POSTROOM_MERGE_MAX_LINES must be >= 1")
     if s.merge_max_wait_ms < 0:

@@ -3,7 +3,7 @@
 Pure functions turn offsets into lag rows, totals and rates; :class:`LagReader` is the one
 place that asks Kafka, with blocking calls meant to run in a thread::
 
-    AdminClient.list_topics     partitions of each consumed topic
+    AdminClient.list_topics     partitions of each consumed topic (refreshed every 30 s)
     AdminClient.list_offsets    beginning (earliest) and end (latest) offsets
     Consumer.committed          the group's committed offset per partition
 
@@ -147,6 +147,8 @@ def rounded(rate: float | None) -> float | None:
 class LagReader:
     """Read a group's offsets with confluent-kafka's AdminClient (blocking: use a thread)."""
 
+    PARTITIONS_TTL_S = 30.0
+
     def __init__(self, bootstrap: str, group: str, topics: Sequence[str],
                  timeout_s: float = 5.0) -> None:
         self.bootstrap = bootstrap
@@ -155,6 +157,8 @@ class LagReader:
         self.timeout_s = timeout_s
         self._admin: Any = None
         self._consumer: Any = None
+        self._tps: list[TP] = []
+        self._tps_at = 0.0
 
     def _clients(self) -> tuple[Any, Any]:
         if self._admin is None:
@@ -166,7 +170,9 @@ class LagReader:
                 "client.id": f"{self.group}-lag",
                 "socket.timeout.ms": int(self.timeout_s * 1000),
             }
-            self._admin = AdminClient(common)
+            # A metadata request names topics; on a cluster that creates topics on demand
+            # it must not create a consumed topic that is not there yet.
+            self._admin = AdminClient({**common, "allow.auto.create.topics": False})
             # Never subscribes, so it never joins the group; it only reads its commits.
             self._consumer = Consumer(
                 {**common, "group.id": self.group, "enable.auto.commit": False}
@@ -178,6 +184,21 @@ class LagReader:
             self._consumer.close()
         self._admin = self._consumer = None
 
+    def _partitions(self, admin: Any) -> list[TP]:
+        """The consumed topics' partitions, asked for topic by topic (a cluster's full
+        metadata grows with every topic on it: 7.6 ms a call with 325 topics) and kept for
+        ``PARTITIONS_TTL_S``, since partitions are only ever added, and rarely."""
+        now = time.monotonic()
+        if self._tps and now - self._tps_at < self.PARTITIONS_TTL_S:
+            return self._tps
+        tps: list[TP] = []
+        for topic in self.topics:
+            t = admin.list_topics(topic=topic, timeout=self.timeout_s).topics.get(topic)
+            if t is not None and t.error is None:
+                tps.extend((topic, p) for p in sorted(t.partitions))
+        self._tps, self._tps_at = tps, now
+        return tps
+
     def read_offsets(self) -> Offsets:
         """Ask Kafka for the offsets; raise :class:`RetryableError` when it cannot answer."""
         from confluent_kafka import KafkaException, TopicPartition
@@ -186,13 +207,7 @@ class LagReader:
         admin, consumer = self._clients()
         timeout = self.timeout_s
         try:
-            meta = admin.list_topics(timeout=timeout)
-            tps = [
-                TopicPartition(topic, p)
-                for topic in self.topics
-                if (t := meta.topics.get(topic)) is not None and t.error is None
-                for p in sorted(t.partitions)
-            ]
+            tps = [TopicPartition(topic, p) for topic, p in self._partitions(admin)]
             if not tps:
                 return Offsets({}, {}, {})
 

@@ -65,3 +65,12 @@ def test_settings_come_from_the_environment_and_hide_secrets() -> None:
     assert s.web_port == 7000 and s.kafka_external and s.topic("orders.events") == "x-orders.events"
     assert "hunter2" not in repr(s) and isinstance(s.admin_token, Secret)
     assert not load_settings({}).kafka_external
+
+
+def test_the_event_loop_is_uvloop_unless_told_otherwise() -> None:
+    from app.errors import ConfigError
+
+    assert load_settings({}).event_loop == "uvloop"
+    assert load_settings({"POSTROOM_EVENT_LOOP": "aio"}).event_loop == "aio"
+    with pytest.raises(ConfigError, match="POSTROOM_EVENT_LOOP"):
+        load_settings({"POSTROOM_EVENT_LOOP": "trio"})
