@@ -77,8 +77,11 @@ class TableStore:
         if not self.rocksdb:
             yield from list(store.data.items())
             return
-        for key, value in store._iteritems():
-            yield orjson.loads(key), orjson.loads(value)
+        loads, skip = orjson.loads, store.offset_key
+        for db in store._dbs_for_actives():  # Faust's own partitions, without its wrappers
+            for key, value in db.items():
+                if key != skip:  # the recovery position, not an entry
+                    yield loads(key), loads(value)
 
     def lookup(self, key: bytes) -> Any:
         """A key's value in whichever partition holds it (a global table's reader)."""
