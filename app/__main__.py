@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.ops.lagview import main as lag_main
 
         return int(lag_main(argv[1:]))
-    from app.main import create_app, use_event_loop
+    from app.main import create_app, settle_heap, use_event_loop
     from app.settings import load_settings
     from app.statedir import close_state, open_state
 
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if is_worker:
         logging.basicConfig(level=logging.INFO)
         open_state(rt.settings.data_dir)
+        settle_heap()
     try:
         app.main()
     except SystemExit as exc:
