@@ -36,17 +36,26 @@ def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def place(producer: Any, record: Record, on_delivery: Callable[[Any, Any], None]) -> None:
+    """Hand one record to librdkafka (about 1.5 us); raises ``BufferError`` while its local
+    queue is full."""
+    topic, partition, key, value, headers = record
+    if headers is not None and not isinstance(headers, list):
+        headers = list(headers)
+    if partition is None:
+        producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+    else:
+        producer.produce(topic, value, key, partition, on_delivery=on_delivery,
+                         headers=headers)
+
+
 async def produce(producer: Any, record: Record, on_delivery: Callable[[Any, Any], None],
                   when_full: Callable[[], None] = lambda: None) -> None:
     """Hand one record to librdkafka, waiting while its local queue is full (``when_full``
     is called first, for a producer whose reports must be served to drain it)."""
-    topic, partition, key, value, headers = record
-    extra: dict[str, Any] = {} if partition is None else {"partition": partition}
-    if headers:
-        extra["headers"] = list(headers)
     while True:
         try:
-            producer.produce(topic, value=value, key=key, on_delivery=on_delivery, **extra)
+            place(producer, record, on_delivery)
             return
         except BufferError:
             when_full()
@@ -156,20 +165,14 @@ class BatchProducer:
             if left[0] == 0 and not done.done():
                 done.set_result(None)
 
-        # librdkafka takes a record in about 1.5 us; a coroutine per record would cost as
-        # much again, so the loop calls it directly and awaits only while its queue is full.
-        send = self._producer.produce
+        # A coroutine per record would cost as much again as placing it, so records are
+        # placed in a plain loop and one is awaited only while librdkafka's queue is full.
+        producer = self._producer
         for record in records:
-            topic, partition, key, value, headers = record
             try:
-                if partition is None:
-                    send(topic, value, key, on_delivery=on_delivery, headers=headers)
-                else:
-                    send(topic, value, key, partition, on_delivery=on_delivery,
-                         headers=headers)
+                place(producer, record, on_delivery)
             except BufferError:
-                await produce(self._producer, record, on_delivery,
-                              when_full=self._ensure_poller)
+                await produce(producer, record, on_delivery, when_full=self._ensure_poller)
             self._out += 1
         self._ensure_poller()
         try:
