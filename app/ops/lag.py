@@ -157,7 +157,7 @@ class LagReader:
         self.timeout_s = timeout_s
         self._admin: Any = None
         self._consumer: Any = None
-        self._tps: list[TP] = []
+        self._tps: list[Any] = []  # TopicPartition
         self._tps_at = 0.0
 
     def _clients(self) -> tuple[Any, Any]:
@@ -184,30 +184,32 @@ class LagReader:
             self._consumer.close()
         self._admin = self._consumer = None
 
-    def _partitions(self, admin: Any) -> list[TP]:
-        """The consumed topics' partitions, asked for topic by topic (a cluster's full
-        metadata grows with every topic on it: 7.6 ms a call with 325 topics) and kept for
-        ``PARTITIONS_TTL_S``, since partitions are only ever added, and rarely."""
+    def _partitions(self, admin: Any) -> list[Any]:
+        """The consumed topics' partitions (``TopicPartition``), asked for topic by topic (a
+        cluster's full metadata grows with every topic on it: 7.6 ms a call with 325 topics)
+        and kept for ``PARTITIONS_TTL_S``, since partitions are only ever added, and rarely."""
+        from confluent_kafka import TopicPartition
+
         now = time.monotonic()
         if self._tps and now - self._tps_at < self.PARTITIONS_TTL_S:
             return self._tps
-        tps: list[TP] = []
+        tps: list[Any] = []
         for topic in self.topics:
             t = admin.list_topics(topic=topic, timeout=self.timeout_s).topics.get(topic)
             if t is not None and t.error is None:
-                tps.extend((topic, p) for p in sorted(t.partitions))
+                tps.extend(TopicPartition(topic, p) for p in sorted(t.partitions))
         self._tps, self._tps_at = tps, now
         return tps
 
     def read_offsets(self) -> Offsets:
         """Ask Kafka for the offsets; raise :class:`RetryableError` when it cannot answer."""
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka import KafkaException
         from confluent_kafka.admin import OffsetSpec
 
         admin, consumer = self._clients()
         timeout = self.timeout_s
         try:
-            tps = [TopicPartition(topic, p) for topic, p in self._partitions(admin)]
+            tps = self._partitions(admin)
             if not tps:
                 return Offsets({}, {}, {})
 

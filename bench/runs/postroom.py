@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from app.settings import Settings
 from bench.measure import avro_progress
 from bench.runs.common import Context, RunResult, System, run_pipeline, stock_checks
 from tests.support import Worker, call
@@ -148,8 +149,9 @@ def profiler(ctx: Context, name: str, seconds: int = 20) -> Callable[[System], N
 
 
 def batching(merging: bool) -> tuple[int, int | None]:
-    """Lines per fulfillment batch, and records per unit of work (None: the default)."""
-    return (200, None) if merging else (1, 1)
+    """Lines per fulfillment batch, and records per unit of work (None: the default).
+    Merging on is the service's own defaults."""
+    return (Settings().merge_max_lines, None) if merging else (1, 1)
 
 
 def run_full(ctx: Context, name: str, merging: bool) -> RunResult:
