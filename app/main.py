@@ -99,7 +99,12 @@ def share_table_memory(total_mb: int) -> None:
     that charges the memtables to that cache, so all the stores together stay within
     ``total_mb`` however many partitions the worker holds (Faust opens one database per
     partition, each with its own cache). Installed once per process, before the app opens a
-    store."""
+    store.
+
+    The index and filter blocks of the tables' files are kept in that cache too. RocksDB
+    holds them outside it by default, one set per file, so their memory grows with the
+    tables (every order ever taken stays in ``order_by_id``). Those of the newest files
+    (level 0, read most) are pinned there, so reads of recent keys never wait for them."""
     if _SHARED_MEMORY:
         return
     import rocksdict
@@ -117,6 +122,8 @@ def share_table_memory(total_mb: int) -> None:
         table.set_bloom_filter(self.bloom_filter_size, block_based=True)
         table.set_block_cache(cache)
         table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
         options.set_block_based_table_factory(table)
         options.set_write_buffer_manager(manager)
         return options
