@@ -56,7 +56,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--orders", type=int, default=5_000, help="orders per throughput run")
-    p.add_argument("--duration", type=float, default=60.0,
+    p.add_argument("--duration", type=float, default=90.0,
                    help="seconds of the half-load and front-desk runs")
     p.add_argument("--skus", type=int, default=500, help="catalogue size")
     p.add_argument("--zipf", type=float, default=1.1, help="popularity skew exponent")

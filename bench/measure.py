@@ -376,10 +376,14 @@ class Sampler(threading.Thread):
 
 
 def memory_growth(series: Sequence[tuple[float, float]]) -> float | None:
-    """Relative RSS growth from the second quarter of a run to its last quarter."""
-    if len(series) < 8:
+    """Relative RSS growth from the middle third of a run to its last third.
+
+    The first third is left out: a worker's tables fill RocksDB's fixed memory budget
+    (``POSTROOM_TABLE_MEMORY_MB``, memtables and cache) in about the first 30 s at half load,
+    which is a bounded warm-up, not growth with the orders processed."""
+    if len(series) < 9:
         return None
-    q = len(series) // 4
-    early = sum(x[1] for x in series[q : 2 * q]) / q
-    late = sum(x[1] for x in series[-q:]) / q
-    return (late - early) / early if early else None
+    t = len(series) // 3
+    middle = sum(x[1] for x in series[t : 2 * t]) / t
+    late = sum(x[1] for x in series[-t:]) / t
+    return (late - middle) / middle if middle else None
