@@ -57,7 +57,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--orders", type=int, default=5_000, help="orders per throughput run")
     p.add_argument("--duration", type=float, default=90.0,
-                   help="seconds of the half-load and front-desk runs")
+                   help="seconds of the half-load run")
     p.add_argument("--skus", type=int, default=500, help="catalogue size")
     p.add_argument("--zipf", type=float, default=1.1, help="popularity skew exponent")
     p.add_argument("--seed", type=int, default=42)
@@ -69,6 +69,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="orders for the (slow) merging-off run")
     p.add_argument("--frontdesk-orders", type=int, default=2_000,
                    help="POST /orders requests of the front-desk run (then all must finish)")
+    p.add_argument("--frontdesk-seconds", type=float, default=20.0,
+                   help="time limit of the front-desk load (wrk holds it to the end)")
     p.add_argument("--half-rate", type=float, default=None,
                    help="orders/s for the half-load run (default: half of 'merge')")
     p.add_argument("--merge-wait-ms", type=int, default=20, help="merge window for Postroom")
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             broker_pid=broker_pid, merge_wait_ms=args.merge_wait_ms,
             half_rate=args.half_rate, profile=args.profile,
             frontdesk_orders=args.frontdesk_orders, nomerge_orders=args.nomerge_orders,
+            frontdesk_seconds=args.frontdesk_seconds,
         )
         rounds: dict[str, list[RunResult]] = {}
         for round_no, name in schedule(chosen, max(1, args.rounds)):

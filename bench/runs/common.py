@@ -46,6 +46,7 @@ class Context:
     merge_wait_ms: int = 20
     nomerge_orders: int = 500
     frontdesk_orders: int = 5_000
+    frontdesk_seconds: float = 20.0
     half_rate: float | None = None
     profile: bool = False
     results: dict[str, RunResult] = field(default_factory=dict)

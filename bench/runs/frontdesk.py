@@ -2,7 +2,7 @@
 
 The load generator is ``wrk`` (Debian package ``wrk``) when it is on PATH, else a small
 asyncio client: 16 requests in flight at most, until ``--frontdesk-orders`` answers or
-``--duration`` seconds, whichever comes first.
+``--frontdesk-seconds`` seconds (20), whichever comes first.
 Bodies are the workload's orders. The answers' rate and latency are the numbers; then every
 order that reached ``orders.requests`` must reach a terminal event, and stock and money must
 be conserved, as in the other runs.
@@ -175,11 +175,11 @@ def run(ctx: Context) -> RunResult:
         time.sleep(1.0)
         wrk = shutil.which("wrk")
         progress.say(f"{'wrk' if wrk else 'asyncio client'}: {ctx.frontdesk_orders} orders, "
-                     f"{CONNECTIONS} connections, {ctx.duration:.0f}s at most", force=True)
+                     f"{CONNECTIONS} connections, {ctx.frontdesk_seconds:.0f}s at most", force=True)
         t0 = time.time()
         limit = ctx.frontdesk_orders
-        load = (with_wrk(wrk, system.url, body_file, ctx.duration, limit, work) if wrk
-                else with_asyncio(system.url, bodies, ctx.duration, limit))
+        load = (with_wrk(wrk, system.url, body_file, ctx.frontdesk_seconds, limit, work) if wrk
+                else with_asyncio(system.url, bodies, ctx.frontdesk_seconds, limit))
         t1 = time.time()
         ids, span = request_ids(ctx.bootstrap, system.requests_topic)
         missing = collector.wait_for(ids, timeout=ctx.timeout,
@@ -187,7 +187,7 @@ def run(ctx: Context) -> RunResult:
         sampler.stop()
         answered = load["requests"] - load["non_2xx"]
         result.orders = answered
-        # wrk reports over its whole --duration even when stopped early; the log's
+        # wrk reports over its whole -d (--frontdesk-seconds) even when stopped early; the log's
         # timestamps say when the first and the last order were taken.
         result.rate = (len(ids) - 1) / span if span > 0 else 0.0
         result.latency_ms = load["latency_ms"]
