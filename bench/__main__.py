@@ -65,15 +65,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--sync-orders", type=int, default=1_000,
                    help="orders for the (slow) request-response baseline")
-    p.add_argument("--nomerge-orders", type=int, default=500,
+    p.add_argument("--nomerge-orders", type=int, default=Context.nomerge_orders,
                    help="orders for the (slow) merging-off run")
-    p.add_argument("--frontdesk-orders", type=int, default=2_000,
+    p.add_argument("--frontdesk-orders", type=int, default=Context.frontdesk_orders,
                    help="POST /orders requests of the front-desk run (then all must finish)")
-    p.add_argument("--frontdesk-seconds", type=float, default=20.0,
+    p.add_argument("--frontdesk-seconds", type=float, default=Context.frontdesk_seconds,
                    help="time limit of the front-desk load (wrk holds it to the end)")
     p.add_argument("--half-rate", type=float, default=None,
                    help="orders/s for the half-load run (default: half of 'merge')")
-    p.add_argument("--merge-wait-ms", type=int, default=20, help="merge window for Postroom")
+    p.add_argument("--merge-wait-ms", type=int, default=Context.merge_wait_ms,
+                   help="merge window for Postroom")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds a run may take to finish its orders")
     p.add_argument("--warmup", type=int, default=50, help="warm-up orders per run")

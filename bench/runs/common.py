@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from app.settings import Settings
 from bench.measure import (
     Decoder,
     EventCollector,
@@ -43,9 +44,10 @@ class Context:
     workdir: Path
     out: Path
     broker_pid: int | None
-    merge_wait_ms: int = 20
+    # The command line's defaults (bench/__main__.py reads them from here)
+    merge_wait_ms: int = Settings().merge_max_wait_ms  # the service's default window
     nomerge_orders: int = 500
-    frontdesk_orders: int = 5_000
+    frontdesk_orders: int = 2_000
     frontdesk_seconds: float = 20.0
     half_rate: float | None = None
     profile: bool = False
