@@ -56,6 +56,20 @@ NO_WAL = rocksdict.WriteOptions()
 NO_WAL.disable_wal = True  # type: ignore[method-assign,assignment]
 
 
+MEMORY_PROPERTIES = (
+    ("memtables", "rocksdb.cur-size-all-mem-tables"),
+    ("readers", "rocksdb.estimate-table-readers-mem"),
+    ("files", "rocksdb.total-sst-files-size"),
+    ("cache", "rocksdb.block-cache-usage"),
+)
+
+
+def add_memory(totals: dict[str, int], kind: str, value: int) -> None:
+    """Add one RocksDB reading to ``totals``: the shared cache counts once, the rest add up."""
+    totals[kind] = max(totals.get(kind, 0), value) if kind == "cache" else (
+        totals.get(kind, 0) + value)
+
+
 class TableStore:
     """A Faust table's local store and changelog, addressed by partition."""
 
@@ -93,6 +107,19 @@ class TableStore:
                     return orjson.loads(raw)
             return None
         return store.data.get(orjson.loads(key))
+
+    def memory(self) -> dict[str, int]:
+        """What RocksDB holds for this table in this worker, in bytes, from its own counters:
+        ``memtables``, ``readers`` (index and filter blocks outside the cache) and ``files``
+        (on disk), summed over the open partitions, and ``cache``, the shared block cache's
+        use (the same for every table: it holds them all). Empty for the memory store."""
+        if not self.rocksdb:
+            return {}
+        totals = dict.fromkeys((kind for kind, _ in MEMORY_PROPERTIES), 0)
+        for db in list(self.table.data._dbs.values()):
+            for kind, name in MEMORY_PROPERTIES:
+                add_memory(totals, kind, db.property_int_value(name) or 0)
+        return totals
 
     def write(self, partition: int, items: list[tuple[bytes, bytes | None]], offset: int) -> None:
         """Apply values that Kafka acknowledged at changelog ``offset`` (and before)."""

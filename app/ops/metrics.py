@@ -47,6 +47,13 @@ class Metrics:
             "postroom_faults_injected", "Work dropped on purpose by fault injection", ["kind"],
             registry=r,
         )
+        self.table_memory = Gauge(
+            "postroom_table_memory_bytes",
+            "RocksDB's memory and files for the tables: memtables, readers (index and filter "
+            "blocks outside the cache), cache (the shared cache in use, memtables included), "
+            "budget (POSTROOM_TABLE_MEMORY_MB), files (on disk)",
+            ["kind"], registry=r,
+        )
         self.consumer_lag = Gauge(
             "postroom_consumer_lag", "Committed offset behind end offset",
             ["group", "topic", "partition"], registry=r,

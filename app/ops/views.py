@@ -8,6 +8,7 @@ from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.runtime import Runtime
+from app.unit import add_memory
 
 
 def register(rt: Runtime) -> None:
@@ -25,6 +26,19 @@ def register(rt: Runtime) -> None:
                 "rebalancing": bool(app.rebalancing),
             }
             return self.json(body, status=200 if ready else 503)
+
+    def table_memory() -> None:
+        """RocksDB's own counters, summed over the tables (the cache is shared: once)."""
+        totals: dict[str, int] = {}
+        for name in rt.tables:
+            for kind, value in rt.store(name).memory().items():
+                add_memory(totals, kind, value)
+        if totals:
+            totals["budget"] = rt.settings.table_memory_mb * 1024 * 1024
+        for kind, value in totals.items():
+            rt.metrics.table_memory.labels(kind).set(value)
+
+    rt.extras.setdefault("metrics_refreshers", []).append(table_memory)
 
     @app.page("/metrics")
     class Metrics(View):  # type: ignore[misc]

@@ -214,6 +214,13 @@ def test_poison_messages_are_parked_and_orders_around_them_complete(worker: Work
     assert original[b"p1"] == poison[0][1]  # parked as it arrived
     metrics = worker.get("/metrics").body
     assert "postroom_deadlettered_total" in metrics
+    # RocksDB's own memory counters for the tables, inside the configured budget
+    table_memory = {line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+                    for line in metrics.splitlines()
+                    if line.startswith("postroom_table_memory_bytes{")}
+    assert table_memory["budget"] == 64 * 1024 * 1024
+    assert table_memory["memtables"] > 0 and table_memory["files"] >= 0
+    assert 0 < table_memory["cache"] <= table_memory["budget"]
     assert stock_of(worker, "soap-1")["reserved"] == 2
 
 
