@@ -77,14 +77,36 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def round_ratios(a: RunResult | None, b: RunResult | None) -> list[float]:
+    """The ratio of two repeated runs round by round. Rounds are interleaved, so round i of
+    each ran within a minute or two of the other: these show how far the drift moves a goal."""
+    ra = a.extra.get("rounds", []) if a else []
+    rb = b.extra.get("rounds", []) if b else []
+    if len(ra) < 2 or len(ra) != len(rb):
+        return []
+    return [x / y for x, y in zip(ra, rb, strict=True) if y]
+
+
+def goal_text(g: dict[str, Any]) -> str:
+    """One goal as the terminal and the Markdown report print it (after its verdict)."""
+    value = g["value"]
+    shown = "-" if value is None else (f"{value:.2f}" if isinstance(value, float) else value)
+    rounds = g.get("rounds") or []
+    by_round = (f"; round by round {' / '.join(f'{r:.2f}' for r in rounds)}, "
+                f"{g['rounds_passed']} of {len(rounds)} passing" if rounds else "")
+    return f"{g['goal']}: {shown} (target {g['target']}{by_round})"
+
+
 def goals(results: dict[str, RunResult]) -> list[dict[str, Any]]:
     """Each goal with its measured value and PASS/FAIL (None when a run is missing)."""
     out: list[dict[str, Any]] = []
     for name, num, den, target in RATIO_GOALS:
         a, b = results.get(num), results.get(den)
         value = a.rate / b.rate if a and b and a.ok and b.ok and b.rate else None
+        rounds = round_ratios(a, b) if value is not None else []
         out.append({"goal": name, "value": value, "target": f">= {target:g}",
-                    "pass": None if value is None else value >= target})
+                    "pass": None if value is None else value >= target,
+                    "rounds": rounds, "rounds_passed": sum(r >= target for r in rounds)})
     half = results.get("half")
     p99 = half.latency_ms.get("p99") if half and half.ok else None
     out.append({"goal": f"half-load p99 <= {HALF_P99_MS:g} ms", "value": p99,
@@ -142,9 +164,7 @@ def goal_lines(gs: Sequence[dict[str, Any]]) -> str:
     out = []
     for g in gs:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[g["pass"]]
-        value = g["value"]
-        shown = "-" if value is None else (f"{value:.2f}" if isinstance(value, float) else value)
-        out.append(f"  {verdict}  {g['goal']}: {shown} (target {g['target']})")
+        out.append(f"  {verdict}  {goal_text(g)}")
     return "\n".join(out)
 
 
@@ -206,9 +226,7 @@ def markdown(meta: dict[str, Any], results: dict[str, RunResult],
     lines += ["", "Goals:", ""]
     for g in gs:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[g["pass"]]
-        value = g["value"]
-        shown = "-" if value is None else (f"{value:.2f}" if isinstance(value, float) else value)
-        lines.append(f"- {verdict} {g['goal']}: {shown} (target {g['target']})")
+        lines.append(f"- {verdict} {goal_text(g)}")
     return "\n".join(lines) + "\n"
 
 

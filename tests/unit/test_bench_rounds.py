@@ -44,3 +44,18 @@ def test_merging_off_batches_nothing_and_merging_on_keeps_the_defaults(tmp_path)
     assert off["POSTROOM_MERGE_MAX_LINES"] == "1" and off["POSTROOM_BATCH_MAX"] == "1"
     on = PostroomSystem(ctx, "merge", 200, 20).worker.env_extra
     assert on == {"POSTROOM_MERGE_MAX_LINES": "200", "POSTROOM_MERGE_MAX_WAIT_MS": "20"}
+
+
+def test_each_ratio_goal_shows_its_round_by_round_ratios() -> None:
+    from bench.report import goal_text, goals
+
+    merge = median_round([RunResult("merge", "m", rate=r) for r in (1100.0, 900.0, 1000.0)])
+    sync = median_round([RunResult("sync", "s", rate=r) for r in (100.0, 100.0, 110.0)])
+    goal = next(g for g in goals({"merge": merge, "sync": sync}) if g["goal"].endswith("sync"))
+    assert goal["value"] == 1000.0 / 100.0 and goal["pass"]
+    assert [round(r, 2) for r in goal["rounds"]] == [11.0, 9.0, 9.09]
+    assert goal["rounds_passed"] == 1
+    assert "round by round 11.00 / 9.00 / 9.09, 1 of 3 passing" in goal_text(goal)
+    single = goals({"merge": RunResult("merge", "m", rate=900.0),
+                    "sync": RunResult("sync", "s", rate=100.0)})[0]
+    assert single["rounds"] == [] and "round by round" not in goal_text(single)
