@@ -61,12 +61,14 @@ MEMORY_PROPERTIES = (
     ("readers", "rocksdb.estimate-table-readers-mem"),
     ("files", "rocksdb.total-sst-files-size"),
     ("cache", "rocksdb.block-cache-usage"),
+    ("budget", "rocksdb.block-cache-capacity"),  # POSTROOM_TABLE_MEMORY_MB, as RocksDB has it
 )
+SHARED_MEMORY = frozenset({"cache", "budget"})  # one cache for every table partition
 
 
 def add_memory(totals: dict[str, int], kind: str, value: int) -> None:
     """Add one RocksDB reading to ``totals``: the shared cache counts once, the rest add up."""
-    totals[kind] = max(totals.get(kind, 0), value) if kind == "cache" else (
+    totals[kind] = max(totals.get(kind, 0), value) if kind in SHARED_MEMORY else (
         totals.get(kind, 0) + value)
 
 
@@ -111,8 +113,9 @@ class TableStore:
     def memory(self) -> dict[str, int]:
         """What RocksDB holds for this table in this worker, in bytes, from its own counters:
         ``memtables``, ``readers`` (index and filter blocks outside the cache) and ``files``
-        (on disk), summed over the open partitions, and ``cache``, the shared block cache's
-        use (the same for every table: it holds them all). Empty for the memory store."""
+        (on disk), summed over the open partitions, and ``cache`` and ``budget``, the shared
+        block cache's use and capacity (the same for every table: it holds them all). Empty
+        for the memory store."""
         if not self.rocksdb:
             return {}
         totals = dict.fromkeys((kind for kind, _ in MEMORY_PROPERTIES), 0)

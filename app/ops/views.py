@@ -33,8 +33,6 @@ def register(rt: Runtime) -> None:
         for name in rt.tables:
             for kind, value in rt.store(name).memory().items():
                 add_memory(totals, kind, value)
-        if totals:
-            totals["budget"] = rt.settings.table_memory_mb * 1024 * 1024
         for kind, value in totals.items():
             rt.metrics.table_memory.labels(kind).set(value)
 
