@@ -195,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\nWhere an order's time goes (ms from producing it to the first such event, "
               "p50 / p99):")
         print(stages)
+    threads = report.thread_lines(results)
+    if threads:
+        print(f"\nCPU by thread (% of a core; {report.THREADS_NOTE}):")
+        print(threads)
     for name, r in results.items():
         if r.extra.get("profile_areas"):
             print(f"\npy-spy profile of the '{name}' worker ({r.extra['profile_file']}):")

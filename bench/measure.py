@@ -4,7 +4,8 @@
 
     OrderProducer  --orders.requests-->  system under test  --events-->  EventCollector
          t_produce[order_id]                                      t_terminal[order_id]
-    Sampler: psutil CPU% and RSS of the process under test (and the broker), every 0.5 s
+    Sampler: psutil CPU% and RSS of the process under test (and the broker), every 0.5 s,
+             and the process's CPU by kind of thread (see thread_kind)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -297,11 +299,50 @@ def latency_and_rate(sent: dict[str, float], collector: EventCollector,
 # --- CPU and memory of the processes under test --------------------------------------------
 
 
+# The kinds of thread a process's CPU is split into, in the order they are reported. In a
+# Postroom worker ``main`` is the event loop (agents, units of work, web server) and ``python``
+# mostly Faust's Kafka consumer thread (aiokafka's fetcher); the two share one interpreter lock.
+THREAD_KINDS = ("main", "python", "librdkafka", "rocksdb", "other")
+
+
+def thread_kind(pid: int, tid: int) -> str:
+    """Which of THREAD_KINDS a thread of process ``pid`` is, by its id and its name."""
+    if tid == pid:
+        return "main"
+    try:
+        name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+    except OSError:  # gone, or not Linux
+        return "other"
+    if name.startswith("rdk:"):
+        return "librdkafka"
+    if name.startswith("rocksdb"):
+        return "rocksdb"
+    return "python" if name.startswith("python") else "other"
+
+
 @dataclass
 class Series:
     pid: int
     samples: list[tuple[float, float, float]] = field(default_factory=list)  # t, cpu%, rss MiB
     cpu_s: list[tuple[float, float]] = field(default_factory=list)  # t, cumulative cpu seconds
+    # t, cumulative cpu seconds of the process's own threads by kind (threads that ended are
+    # no longer counted, so a kind's figure can step down; deltas are taken at >= 0)
+    threads: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+
+
+def thread_shares(threads: Sequence[tuple[float, dict[str, float]]], t0: float, t1: float
+                  ) -> dict[str, float]:
+    """% of a core each kind of thread used between ``t0`` and ``t1`` (epoch seconds)."""
+    inside = [x for x in threads if t0 <= x[0] <= t1] or list(threads[-1:])
+    before = [x for x in threads if x[0] <= t0] or list(threads[:1])
+    if not inside or not before:
+        return {}
+    (ta, a), (tb, b) = before[-1], inside[-1]
+    wall = tb - ta
+    if wall <= 0:
+        return {}
+    return {kind: round(100 * max(b.get(kind, 0.0) - a.get(kind, 0.0), 0.0) / wall, 1)
+            for kind in THREAD_KINDS if kind in b}
 
 
 class Sampler(threading.Thread):
@@ -323,6 +364,7 @@ class Sampler(threading.Thread):
             except psutil.Error:
                 continue
         last: dict[str, tuple[float, float]] = {}
+        kinds: dict[tuple[int, int], str] = {}  # (pid, thread id) -> kind, named once
         while not self._halt.is_set():
             now = time.time()
             for name, proc in procs.items():
@@ -334,8 +376,15 @@ class Sampler(threading.Thread):
                         t = p.cpu_times()
                         cpu += t.user + t.system
                         rss += p.memory_info().rss
+                    by_kind: dict[str, float] = {}
+                    for th in proc.threads():
+                        kind = kinds.get((proc.pid, th.id))
+                        if kind is None:
+                            kind = kinds[(proc.pid, th.id)] = thread_kind(proc.pid, th.id)
+                        by_kind[kind] = by_kind.get(kind, 0.0) + th.user_time + th.system_time
                 except psutil.Error:
                     continue
+                self.series[name].threads.append((now, by_kind))
                 prev = last.get(name)
                 pct = 100.0 * (cpu - prev[1]) / (now - prev[0]) if prev else 0.0
                 last[name] = (now, cpu)
@@ -364,6 +413,7 @@ class Sampler(threading.Thread):
             "cpu_s": round(cpu_s, 2),
             "cpu_pct": round(100 * cpu_s / wall, 1),
             "cpu_ms_per_order": round(1000 * cpu_s / orders, 3) if orders else None,
+            "cpu_threads_pct": thread_shares(s.threads, t0, t1),
         }
         if rss:
             out.update({

@@ -189,6 +189,26 @@ def stage_lines(results: dict[str, RunResult]) -> str:
     return "\n".join(rows)
 
 
+THREAD_LABELS = {"main": "main thread", "python": "other Python threads",
+                 "librdkafka": "librdkafka", "rocksdb": "RocksDB", "other": "other"}
+
+
+THREADS_NOTE = ("a Postroom worker's main thread is its event loop, its other Python threads "
+                "mostly Faust's Kafka consumer; both share one interpreter lock")
+
+
+def thread_lines(results: dict[str, RunResult]) -> str:
+    """Each run's CPU (% of a core) by kind of thread of the process under test."""
+    rows = []
+    for name, r in results.items():
+        shares = r.process.get("cpu_threads_pct") or {}
+        cells = [f"{THREAD_LABELS[kind]} {pct:,.0f}" for kind, pct in shares.items()
+                 if pct >= 0.5]
+        if cells and not name.startswith("broker"):  # a JVM's threads say little here
+            rows.append(f"  {name}: " + " · ".join(cells))
+    return "\n".join(rows)
+
+
 def markdown(meta: dict[str, Any], results: dict[str, RunResult],
              gs: Sequence[dict[str, Any]]) -> str:
     """The run as Markdown, to paste into bench/README.md."""
@@ -223,6 +243,10 @@ def markdown(meta: dict[str, Any], results: dict[str, RunResult],
     if stages:
         lines += ["", "Where an order's time goes (ms from producing it to the first such "
                   "event, p50 / p99):", "", "```", stages, "```"]
+    threads = thread_lines(results)
+    if threads:
+        lines += ["", f"CPU by thread (% of a core; {THREADS_NOTE}):", "", "```", threads,
+                  "```"]
     lines += ["", "Goals:", ""]
     for g in gs:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[g["pass"]]
