@@ -330,6 +330,20 @@ class Series:
     threads: list[tuple[float, dict[str, float]]] = field(default_factory=list)
 
 
+def machine_load(machine: Sequence[tuple[float, float, float]], t0: float, t1: float
+                 ) -> dict[str, float]:
+    """How busy the whole machine was between ``t0`` and ``t1``, in % of one core (up to
+    100 x cores), and how much of that the hypervisor took for others (steal)."""
+    inside = [x for x in machine if t0 <= x[0] <= t1] or list(machine[-1:])
+    before = [x for x in machine if x[0] <= t0] or list(machine[:1])
+    if not inside or not before or inside[-1][0] <= before[-1][0]:
+        return {}
+    (ta, busy_a, steal_a), (tb, busy_b, steal_b) = before[-1], inside[-1]
+    wall = tb - ta
+    return {"machine_cpu_pct": round(100 * (busy_b - busy_a) / wall, 1),
+            "machine_steal_pct": round(100 * (steal_b - steal_a) / wall, 1)}
+
+
 def thread_shares(threads: Sequence[tuple[float, dict[str, float]]], t0: float, t1: float
                   ) -> dict[str, float]:
     """% of a core each kind of thread used between ``t0`` and ``t1`` (epoch seconds)."""
@@ -352,6 +366,9 @@ class Sampler(threading.Thread):
         super().__init__(name="sampler", daemon=True)
         self.interval = interval
         self.series = {name: Series(pid) for name, pid in pids.items() if pid}
+        # t, cumulative busy and stolen cpu seconds of the whole machine, all cores: what
+        # the broker, the bench itself and anything else running took as well
+        self.machine: list[tuple[float, float, float]] = []
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -367,6 +384,10 @@ class Sampler(threading.Thread):
         kinds: dict[tuple[int, int], str] = {}  # (pid, thread id) -> kind, named once
         while not self._halt.is_set():
             now = time.time()
+            m = psutil.cpu_times()
+            stolen = getattr(m, "steal", 0.0)
+            self.machine.append((now, m.user + m.nice + m.system + getattr(m, "irq", 0.0)
+                                 + getattr(m, "softirq", 0.0) + stolen, stolen))
             for name, proc in procs.items():
                 try:
                     family = [proc, *proc.children(recursive=True)]
@@ -414,6 +435,7 @@ class Sampler(threading.Thread):
             "cpu_pct": round(100 * cpu_s / wall, 1),
             "cpu_ms_per_order": round(1000 * cpu_s / orders, 3) if orders else None,
             "cpu_threads_pct": thread_shares(s.threads, t0, t1),
+            **machine_load(self.machine, t0, t1),
         }
         if rss:
             out.update({

@@ -194,7 +194,16 @@ THREAD_LABELS = {"main": "main thread", "python": "other Python threads",
 
 
 THREADS_NOTE = ("a Postroom worker's main thread is its event loop, its other Python threads "
-                "mostly Faust's Kafka consumer; both share one interpreter lock")
+                "mostly Faust's Kafka consumer; both share one interpreter lock. The whole "
+                "machine's load, every process and core together, follows each run")
+
+
+def machine_note(process: dict[str, Any]) -> str:
+    """The whole machine's load during a run (all its processes; % of one core)."""
+    if "machine_cpu_pct" not in process:
+        return ""
+    return (f" (whole machine {process['machine_cpu_pct']:,.0f}%, of which stolen "
+            f"{process['machine_steal_pct']:,.0f}%)")
 
 
 def thread_lines(results: dict[str, RunResult]) -> str:
@@ -205,7 +214,7 @@ def thread_lines(results: dict[str, RunResult]) -> str:
         cells = [f"{THREAD_LABELS[kind]} {pct:,.0f}" for kind, pct in shares.items()
                  if pct >= 0.5]
         if cells and not name.startswith("broker"):  # a JVM's threads say little here
-            rows.append(f"  {name}: " + " · ".join(cells))
+            rows.append(f"  {name}: " + " · ".join(cells) + machine_note(r.process))
     return "\n".join(rows)
 
 

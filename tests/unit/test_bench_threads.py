@@ -50,3 +50,12 @@ def test_a_kind_whose_threads_ended_counts_nothing_not_less() -> None:
 def test_no_samples_give_no_shares() -> None:
     assert thread_shares([], 0.0, 1.0) == {}
     assert thread_shares([(1.0, {"main": 1.0})], 0.0, 2.0) == {}  # one sample: no interval
+
+
+def test_the_whole_machines_load_is_in_percent_of_one_core() -> None:
+    from bench.measure import machine_load
+
+    samples = [(0.0, 100.0, 1.0), (1.0, 101.5, 1.1), (2.0, 103.6, 1.2)]  # two busy cores
+    assert machine_load(samples, 0.0, 2.0) == {"machine_cpu_pct": 180.0,
+                                               "machine_steal_pct": 10.0}
+    assert machine_load([], 0.0, 1.0) == {}
