@@ -167,6 +167,17 @@ def avro_progress(value: bytes) -> tuple[str, str, int] | None:
     return event["order_id"], event["type"], int(event.get("amount") or 0)
 
 
+def take(consumer: Any, most: int = 1000, wait: float = 0.05) -> list[Any]:
+    """What has arrived, at once: up to ``most`` messages, waiting at most ``wait`` seconds
+    for the first. (confluent-kafka's ``consume(n, timeout)`` waits until it has ``n``
+    messages or the timeout passed; at a steady flow every message then waited too, and a
+    latency read from it was up to ``timeout`` late.)"""
+    first = consumer.poll(wait)
+    if first is None:
+        return []
+    return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
+
+
 class EventCollector(threading.Thread):
     """Read an events topic from its start; note when each order's terminal event, and the
     first event of each of its milestones, is seen."""
@@ -198,7 +209,7 @@ class EventCollector(threading.Thread):
         consumer.subscribe([self.topic], on_assign=lambda c, p: self.assigned.set())
         try:
             while not self._halt.is_set():
-                msgs = consumer.consume(1000, 0.05)
+                msgs = take(consumer)
                 now = time.time()
                 for msg in msgs:
                     if msg.error() is not None:
