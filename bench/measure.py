@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -341,32 +341,39 @@ class Series:
     threads: list[tuple[float, dict[str, float]]] = field(default_factory=list)
 
 
+Sample = TypeVar("Sample", bound=tuple[Any, ...])  # (t, ...) in time order
+
+
+def window_ends(series: Sequence[Sample], t0: float, t1: float) -> tuple[Sample, Sample] | None:
+    """The two samples a window's figures are taken between: the last at or before ``t0``
+    (else the first) and the last within ``t0``..``t1`` (else the very last)."""
+    if not series:
+        return None
+    before = [x for x in series if x[0] <= t0] or [series[0]]
+    inside = [x for x in series if t0 <= x[0] <= t1] or [series[-1]]
+    return before[-1], inside[-1]
+
+
 def machine_load(machine: Sequence[tuple[float, float, float]], t0: float, t1: float
                  ) -> dict[str, float]:
     """How busy the whole machine was between ``t0`` and ``t1``, in % of one core (up to
     100 x cores), and how much of that the hypervisor took for others (steal)."""
-    inside = [x for x in machine if t0 <= x[0] <= t1] or list(machine[-1:])
-    before = [x for x in machine if x[0] <= t0] or list(machine[:1])
-    if not inside or not before or inside[-1][0] <= before[-1][0]:
+    ends = window_ends(machine, t0, t1)
+    if ends is None or ends[1][0] <= ends[0][0]:
         return {}
-    (ta, busy_a, steal_a), (tb, busy_b, steal_b) = before[-1], inside[-1]
-    wall = tb - ta
-    return {"machine_cpu_pct": round(100 * (busy_b - busy_a) / wall, 1),
-            "machine_steal_pct": round(100 * (steal_b - steal_a) / wall, 1)}
+    (ta, busy_a, steal_a), (tb, busy_b, steal_b) = ends
+    return {"machine_cpu_pct": round(100 * (busy_b - busy_a) / (tb - ta), 1),
+            "machine_steal_pct": round(100 * (steal_b - steal_a) / (tb - ta), 1)}
 
 
 def thread_shares(threads: Sequence[tuple[float, dict[str, float]]], t0: float, t1: float
                   ) -> dict[str, float]:
     """% of a core each kind of thread used between ``t0`` and ``t1`` (epoch seconds)."""
-    inside = [x for x in threads if t0 <= x[0] <= t1] or list(threads[-1:])
-    before = [x for x in threads if x[0] <= t0] or list(threads[:1])
-    if not inside or not before:
+    ends = window_ends(threads, t0, t1)
+    if ends is None or ends[1][0] <= ends[0][0]:
         return {}
-    (ta, a), (tb, b) = before[-1], inside[-1]
-    wall = tb - ta
-    if wall <= 0:
-        return {}
-    return {kind: round(100 * max(b.get(kind, 0.0) - a.get(kind, 0.0), 0.0) / wall, 1)
+    (ta, a), (tb, b) = ends
+    return {kind: round(100 * max(b.get(kind, 0.0) - a.get(kind, 0.0), 0.0) / (tb - ta), 1)
             for kind in THREAD_KINDS if kind in b}
 
 
@@ -433,11 +440,10 @@ class Sampler(threading.Thread):
     def summary(self, name: str, t0: float, t1: float, orders: int) -> dict[str, Any]:
         """CPU and RSS of ``name`` between ``t0`` and ``t1`` (epoch seconds)."""
         s = self.series.get(name)
-        if s is None or not s.cpu_s:
+        ends = window_ends(s.cpu_s, t0, t1) if s is not None else None
+        if s is None or ends is None:
             return {}
-        inside = [x for x in s.cpu_s if t0 <= x[0] <= t1] or s.cpu_s[-1:]
-        before = [x for x in s.cpu_s if x[0] <= t0] or s.cpu_s[:1]
-        a, b = before[-1], inside[-1]
+        a, b = ends
         cpu_s = b[1] - a[1]
         wall = max(b[0] - a[0], 1e-9)
         rss = [x for x in s.samples if t0 <= x[0] <= t1] or s.samples[-1:]
