@@ -7,7 +7,7 @@ from typing import Any
 
 import faust
 
-from app import handoff, seekfix
+from app import consumerloop, handoff, seekfix
 from app.codecs import register_faust_codecs
 from app.fulfillment import agents as fulfillment_agents
 from app.fulfillment import views as fulfillment_views
@@ -136,6 +136,8 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
     settings = settings or load_settings()
     seekfix.install(settings.fetch_max_wait_ms)
     handoff.install()
+    if not settings.consumer_thread:
+        consumerloop.install()
     share_table_memory(settings.table_memory_mb)
     specs = {name: effective(spec, settings) for name, spec in load_topology().items()}
     app = faust.App(settings.app_id, **faust_settings(settings))

@@ -54,6 +54,9 @@ class Settings:
     session_timeout_s: float = 10.0
     prometheus_sensor: bool = False  # Faust's own per-event metrics on /metrics (costs ~15% CPU)
     event_loop: str = "uvloop"  # the worker's asyncio loop: "uvloop" or "aio" (the standard one)
+    # Faust's Kafka consumer in a thread of its own (Faust's way) instead of on the worker's
+    # event loop (see app/consumerloop.py)
+    consumer_thread: bool = False
     # Web
     web_host: str = "127.0.0.1"
     web_port: int = 6066
