@@ -193,8 +193,9 @@ THREAD_LABELS = {"main": "main thread", "python": "other Python threads",
                  "librdkafka": "librdkafka", "rocksdb": "RocksDB", "other": "other"}
 
 
-THREADS_NOTE = ("a Postroom worker's main thread is its event loop, its other Python threads "
-                "mostly Faust's Kafka consumer; both share one interpreter lock. The whole "
+THREADS_NOTE = ("a Postroom worker's main thread is its event loop and, by default, its Kafka "
+                "consumer (POSTROOM_CONSUMER_THREAD=true moves the consumer to one of the other "
+                "Python threads); all its Python threads share one interpreter lock. The whole "
                 "machine's load, every process and core together, follows each run")
 
 
