@@ -52,7 +52,7 @@ def install() -> None:
         """Start the consumer's service as a task of this loop and wait until it runs."""
         self._thread_started.set()
         self._thread_running = self.parent_loop.create_future()
-        self._serving = asyncio.ensure_future(self._serve())
+        self._serving = asyncio.ensure_future(self._serve())  # held: a task needs a reference
         try:
             await self._thread_running  # set by _serve, or failed by crash()
         finally:

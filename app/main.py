@@ -74,8 +74,8 @@ def settle_heap() -> None:
 def use_event_loop(name: str) -> None:
     """Make ``name`` ("uvloop" or "aio") the event loop of every thread that creates one from
     now on: the worker's (and its consumer thread's, with POSTROOM_CONSUMER_THREAD). uvloop's
-    loop turns faster than asyncio's,
-    which counts here because the worker wakes for every fetch, hand-over and commit."""
+    loop turns faster than asyncio's, which counts here because the worker wakes for every
+    fetch, hand-over and commit."""
     if name == "uvloop":
         import mode.loop
 

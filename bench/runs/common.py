@@ -45,7 +45,7 @@ class Context:
     out: Path
     broker_pid: int | None
     # The command line's defaults (bench/__main__.py reads them from here)
-    merge_wait_ms: int = Settings().merge_max_wait_ms  # the service's default window
+    merge_wait_ms: int = Settings.merge_max_wait_ms  # the service's default window
     nomerge_orders: int = 500
     frontdesk_orders: int = 2_000
     frontdesk_seconds: float = 20.0

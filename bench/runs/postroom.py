@@ -151,7 +151,7 @@ def profiler(ctx: Context, name: str, seconds: int = 20) -> Callable[[System], N
 def batching(merging: bool) -> tuple[int, int | None]:
     """Lines per fulfillment batch, and records per unit of work (None: the default).
     Merging on is the service's own defaults."""
-    return (Settings().merge_max_lines, None) if merging else (1, 1)
+    return (Settings.merge_max_lines, None) if merging else (1, 1)
 
 
 def run_full(ctx: Context, name: str, merging: bool) -> RunResult:
