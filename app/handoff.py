@@ -62,7 +62,8 @@ async def drain(consumer: Any, fetcher: Any) -> None:
 
 
 def install() -> None:
-    """Replace Faust's message loop with :func:`drain` (once per process)."""
+    """Replace Faust's message loop with :func:`drain` (once per process). An app with a
+    side fetcher (:mod:`app.fastfetch`) has its messages handed over beside aiokafka's."""
     global _INSTALLED
     if _INSTALLED:
         return
@@ -71,9 +72,26 @@ def install() -> None:
     if not hasattr(Consumer, "_drain_messages"):  # pragma: no cover - guarded by the pin
         raise RuntimeError("this faust-streaming has no Consumer._drain_messages")
 
+    async def both(self: Any, fetcher: Any) -> None:
+        from app import fastfetch
+
+        side = fastfetch.side_of(self.app)
+        if side is None:
+            await drain(self, fetcher)
+            return
+        tasks = [asyncio.ensure_future(drain(self, fetcher)),
+                 asyncio.ensure_future(fastfetch.drain(self, fetcher, side))]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # the first failure, if any
+        finally:
+            for task in tasks:
+                task.cancel()
+
     async def _drain_messages(self: Any, fetcher: Any) -> None:
         try:
-            await drain(self, fetcher)
+            await both(self, fetcher)
         except self.consumer_stopped_errors:
             if not self.transport.app.should_stop:
                 raise

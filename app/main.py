@@ -7,7 +7,7 @@ from typing import Any
 
 import faust
 
-from app import consumerloop, handoff, seekfix
+from app import consumerloop, fastfetch, handoff, seekfix
 from app.codecs import register_faust_codecs
 from app.fulfillment import agents as fulfillment_agents
 from app.fulfillment import views as fulfillment_views
@@ -136,12 +136,18 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
     """Build the whole service; nothing connects until the worker starts."""
     settings = settings or load_settings()
     seekfix.install(settings.fetch_max_wait_ms)
+    specs = {name: effective(spec, settings) for name, spec in load_topology().items()}
     handoff.install()
     if not settings.consumer_thread:
         consumerloop.install()
     share_table_memory(settings.table_memory_mb)
-    specs = {name: effective(spec, settings) for name, spec in load_topology().items()}
     app = faust.App(settings.app_id, **faust_settings(settings))
+    side = None
+    if settings.fetcher == "librdkafka":
+        side = fastfetch.SideFetcher(settings.kafka_bootstrap, f"{settings.app_id}-fetcher",
+                                     (specs[name].name for name in CONSUMED),
+                                     settings.fetch_max_wait_ms)
+        fastfetch.attach(app, side)
     metrics = Metrics()
     rt = Runtime(settings=settings, app=app, specs=specs, metrics=metrics)
 
@@ -194,6 +200,8 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
     backlog.register(rt)
 
     def close_frontdesk(sender: Any, *args: Any, **kwargs: Any) -> None:
+        if side is not None:
+            side.close()
         if rt.producer is not None:
             rt.producer.close()
         if rt.batches is not None:

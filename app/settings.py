@@ -57,6 +57,9 @@ class Settings:
     # Faust's Kafka consumer in a thread of its own (Faust's way) instead of on the worker's
     # event loop (see app/consumerloop.py)
     consumer_thread: bool = False
+    # Who fetches the agents' topics: "librdkafka" (in its own threads, see app/fastfetch.py)
+    # or "aiokafka" (Faust's own consumer, in Python on the event loop)
+    fetcher: str = "librdkafka"
     # Web
     web_host: str = "127.0.0.1"
     web_port: int = 6066
@@ -154,6 +157,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("POSTROOM_FETCH_MAX_WAIT_MS must be >= 1")
     if s.event_loop not in ("uvloop", "aio"):
         raise ConfigError("POSTROOM_EVENT_LOOP must be uvloop or aio")
+    if s.fetcher not in ("librdkafka", "aiokafka"):
+        raise ConfigError("POSTROOM_FETCHER must be librdkafka or aiokafka")
     if s.merge_max_lines < 1:
         raise ConfigError("POSTROOM_MERGE_MAX_LINES must be >= 1")
     if s.merge_max_wait_ms < 0:
