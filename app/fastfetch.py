@@ -147,9 +147,9 @@ async def drain(consumer: Any, fetcher: Any, side: SideFetcher) -> None:
     with aiokafka's records."""
     from faust.types.tuples import ConsumerMessage
 
-    callback = consumer.callback
+    from app.handoff import hand_over
+
     read = consumer._read_offset
-    suspended = consumer.suspend_flow
     stopped = consumer._stopped.is_set
     fetcher_stopped = fetcher._stopped.is_set
     app = consumer.app
@@ -192,14 +192,7 @@ async def drain(consumer: Any, fetcher: Any, side: SideFetcher) -> None:
                 len(key) if key is not None else 0, len(value) if value is not None else 0,
                 tp, generation_id=generation,
             )
-            if consumer._commit_every is not None and (
-                    consumer._n_acked >= consumer._commit_every):
-                consumer._n_acked = 0
-                await consumer.commit()
-            if suspended.is_set():
-                await consumer.wait_first(callback(message), suspended.wait())
-            else:
-                await callback(message)
+            await hand_over(consumer, message)
             if side.version.get(tp) == versions.get(tp):  # not sought meanwhile
                 read[tp] = offset
 

@@ -28,14 +28,24 @@ YIELD_EVERY = 100  # messages between turns given to the event loop
 _INSTALLED = False
 
 
+async def hand_over(consumer: Any, message: Any) -> None:
+    """Give one message to its streams: first commit if enough were acked since the last
+    commit; while the flow is suspended, race the hand-over against the suspension."""
+    every = consumer._commit_every
+    if every is not None and consumer._n_acked >= every:
+        consumer._n_acked = 0
+        await consumer.commit()
+    if consumer.suspend_flow.is_set():
+        await consumer.wait_first(consumer.callback(message), consumer.suspend_flow.wait())
+    else:
+        await consumer.callback(message)
+
+
 async def drain(consumer: Any, fetcher: Any) -> None:
     """The consumer's message loop (``Consumer._drain_messages``), as described above."""
-    callback = consumer.callback
     read = consumer._read_offset
-    suspended = consumer.suspend_flow
     stopped = consumer._stopped.is_set
     fetcher_stopped = fetcher._stopped.is_set
-    commit_every = consumer._commit_every
     since_yield = 0
     while not (stopped() or fetcher_stopped()):
         batch = consumer.getmany(timeout=1.0)
@@ -51,13 +61,7 @@ async def drain(consumer: Any, fetcher: Any) -> None:
             last = read[tp]
             if last is not None and offset < last:
                 continue  # already handed over (a fetch that overlapped a seek)
-            if commit_every is not None and consumer._n_acked >= commit_every:
-                consumer._n_acked = 0
-                await consumer.commit()
-            if suspended.is_set():
-                await consumer.wait_first(callback(message), suspended.wait())
-            else:
-                await callback(message)
+            await hand_over(consumer, message)
             read[tp] = offset
 
 

@@ -193,9 +193,11 @@ THREAD_LABELS = {"main": "main thread", "python": "other Python threads",
                  "librdkafka": "librdkafka", "rocksdb": "RocksDB", "other": "other"}
 
 
-THREADS_NOTE = ("a Postroom worker's main thread is its event loop and, by default, its Kafka "
-                "consumer (POSTROOM_CONSUMER_THREAD=true moves the consumer to one of the other "
-                "Python threads); all its Python threads share one interpreter lock. The whole "
+THREADS_NOTE = ("a Postroom worker's main thread is its event loop, which also runs Faust's "
+                "group consumer and hands the agents their messages; librdkafka's threads fetch "
+                "those messages (POSTROOM_FETCHER=aiokafka fetches them on the event loop, and "
+                "POSTROOM_CONSUMER_THREAD=true moves Faust's consumer to one of the other Python "
+                "threads); all its Python threads share one interpreter lock. The whole "
                 "machine's load, every process and core together, follows each run")
 
 
