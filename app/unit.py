@@ -28,8 +28,8 @@ per partition (see :mod:`app.pack`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import orjson
 import rocksdict
@@ -45,6 +45,8 @@ Slot = tuple[str, int, bytes]  # table, partition, key (JSON, as Faust's stores 
 # partition count if it is packed (0: one message per record).
 Output = tuple[str, tuple[str, ...], int]
 Packed = tuple[str, int, bytes, Any]  # topic, partition, key, record (see app.pack)
+T = TypeVar("T")
+SCAN_CHUNK = 500  # entries a table scan reads between turns given to the event loop
 
 
 # The changelog in Kafka is the tables' log: a store write skips RocksDB's own. A crash
@@ -89,15 +91,23 @@ class TableStore:
 
     def items(self) -> Iterator[tuple[Any, Any]]:
         """Every key and value in the partitions this worker is active for."""
+        loads = orjson.loads
+        for key, value in self.raw_items():
+            yield loads(key), loads(value)
+
+    def raw_items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every key and value as stored (JSON), in the partitions this worker is active for:
+        a scan can pass over keys without decoding their values."""
         store = self.table.data
         if not self.rocksdb:
-            yield from list(store.data.items())
+            dumps = orjson.dumps
+            yield from [(dumps(k), dumps(v)) for k, v in store.data.items()]
             return
-        loads, skip = orjson.loads, store.offset_key
+        skip = store.offset_key
         for db in store._dbs_for_actives():  # Faust's own partitions, without its wrappers
             for key, value in db.items():
                 if key != skip:  # the recovery position, not an entry
-                    yield loads(key), loads(value)
+                    yield key, value
 
     def lookup(self, key: bytes) -> Any:
         """A key's value in whichever partition holds it (a global table's reader)."""
@@ -149,6 +159,15 @@ class TableStore:
             else:
                 store.data[name] = orjson.loads(value)
                 store._key_partition[name] = partition
+
+
+async def paced(items: Iterable[T], every: int = SCAN_CHUNK) -> AsyncIterator[T]:
+    """``items``, giving the event loop a turn every ``every`` of them: a scan of a large
+    table (a view, a timer) must not stall the agents and the web server meanwhile."""
+    for i, item in enumerate(items):
+        yield item
+        if i % every == every - 1:
+            await asyncio.sleep(0)
 
 
 class TableView:

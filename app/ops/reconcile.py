@@ -18,7 +18,6 @@ scan's summary (outstanding, overdue, the oldest accepted time) is kept for ``GE
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -29,9 +28,7 @@ from app.ops import outstanding as book
 from app.orders.logic import reconcile_event
 from app.payments.logic import retry_event
 from app.runtime import Runtime, now_ms
-from app.unit import TableStore
-
-SCAN_CHUNK = 500  # entries between yields to the event loop during a scan
+from app.unit import TableStore, paced
 
 
 def _key(raw: Any) -> str:
@@ -47,10 +44,8 @@ def last_progress_ms(state: dict[str, Any] | None) -> int | None:
 async def scan(table: TableStore, now: int) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
     """One pass over a table's local partitions: the overdue entries and the summary."""
     entries: list[tuple[str, dict[str, Any]]] = []
-    for i, (raw, entry) in enumerate(table.items()):  # raw JSON, not Faust's codecs
+    async for raw, entry in paced(table.items()):  # raw JSON, not Faust's codecs
         entries.append((_key(raw), entry))
-        if i % SCAN_CHUNK == SCAN_CHUNK - 1:
-            await asyncio.sleep(0)  # a large backlog must not stall the web server
     summary = book.summary((e for _, e in entries), now)
     oldest = min((int(e["accepted_at_ms"]) for _, e in entries), default=None)
     summary["oldest_accepted_ms"] = oldest

@@ -10,12 +10,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
 from faust.web import View
 
 from app.errors import InvalidRequest, NotAcknowledged
 from app.orders.logic import ID_NAMESPACE, MAX_ID_LEN
 from app.payments import logic
 from app.runtime import Runtime, now_ms
+from app.unit import paced
 from app.web import BodyTooLarge, Recent, authorized, error, int_field, read_json
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -192,8 +194,13 @@ def register(rt: Runtime) -> None:
         async def get(self, request: Any) -> Any:
             if not authorized(request, settings):
                 return error(self, 401, "unauthorized", "admin token required")
-            accounts = [v for k, v in account_by_id.items() if not _is_command_key(k)]
-            vouchers = list(voucher_by_id.values())
+            # Read from the stores in steps: the account table holds a record per command
+            # and the voucher table one per order, and a scan must not stall the agents.
+            accounts = [orjson.loads(value) async for key, value in
+                        paced(rt.store("account_by_id").raw_items())
+                        if not key.startswith(COMMAND_KEY)]
+            vouchers = [orjson.loads(value) async for _, value in
+                        paced(rt.store("voucher_by_id").raw_items())]
             held = sum(int(v.get("held", 0)) for v in vouchers)
             return self.json({
                 "accounts": len(accounts),
@@ -205,6 +212,4 @@ def register(rt: Runtime) -> None:
             })
 
 
-def _is_command_key(key: Any) -> bool:
-    raw = key if isinstance(key, bytes) else str(key).encode()
-    return raw.startswith(b"cmd:")
+COMMAND_KEY = orjson.dumps(logic.command_key(""))[:-1]  # how a command's key starts, stored
