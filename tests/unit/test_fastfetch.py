@@ -162,9 +162,13 @@ async def test_a_rebalance_stops_the_hand_over() -> None:
 def test_the_worker_fetches_with_librdkafka_unless_told_otherwise() -> None:
     from app.main import create_app
 
-    app, _ = create_app(load_settings({"POSTROOM_KAFKA_BOOTSTRAP": "127.0.0.1:1"}))
-    assert fastfetch.side_of(app) is not None
-    plain, _ = create_app(load_settings({"POSTROOM_KAFKA_BOOTSTRAP": "127.0.0.1:1",
-                                         "POSTROOM_FETCHER": "aiokafka"}))
-    assert fastfetch.side_of(plain) is None
+    app, rt = create_app(load_settings({"POSTROOM_KAFKA_BOOTSTRAP": "127.0.0.1:1"}))
+    plain, plain_rt = create_app(load_settings({"POSTROOM_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+                                                "POSTROOM_FETCHER": "aiokafka"}))
+    for runtime in (rt, plain_rt):  # built with the app; nothing was sent through them
+        for producer in (runtime.producer, runtime.batches):
+            assert producer is not None
+            producer.close(timeout=0)
     assert isinstance(app, faust.App)
+    assert fastfetch.side_of(app) is not None
+    assert fastfetch.side_of(plain) is None
