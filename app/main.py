@@ -21,7 +21,7 @@ from app.payments import views as payment_views
 from app.producer import AckedProducer, BatchProducer
 from app.runtime import Runtime
 from app.settings import Settings, load_settings
-from app.topology import CONSUMED, GLOBAL_TABLES, TABLES, effective, load_topology
+from app.topology import CONSUMED, GLOBAL_TABLES, TABLES, TopicSpec, effective, load_topology
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
@@ -132,6 +132,16 @@ def share_table_memory(total_mb: int) -> None:
     RocksDBOptions.as_options = as_options  # type: ignore[method-assign]
 
 
+def side_fetcher(settings: Settings, specs: dict[str, TopicSpec]) -> fastfetch.SideFetcher | None:
+    """What fetches the agents' topics: librdkafka (the default), or None for Faust's own
+    consumer (``POSTROOM_FETCHER=aiokafka``)."""
+    if settings.fetcher != "librdkafka":
+        return None
+    return fastfetch.SideFetcher(settings.kafka_bootstrap, f"{settings.app_id}-fetcher",
+                                 (specs[name].name for name in CONSUMED),
+                                 settings.fetch_max_wait_ms)
+
+
 def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
     """Build the whole service; nothing connects until the worker starts."""
     settings = settings or load_settings()
@@ -142,11 +152,8 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
         consumerloop.install()
     share_table_memory(settings.table_memory_mb)
     app = faust.App(settings.app_id, **faust_settings(settings))
-    side = None
-    if settings.fetcher == "librdkafka":
-        side = fastfetch.SideFetcher(settings.kafka_bootstrap, f"{settings.app_id}-fetcher",
-                                     (specs[name].name for name in CONSUMED),
-                                     settings.fetch_max_wait_ms)
+    side = side_fetcher(settings, specs)
+    if side is not None:
         fastfetch.attach(app, side)
     metrics = Metrics()
     rt = Runtime(settings=settings, app=app, specs=specs, metrics=metrics)

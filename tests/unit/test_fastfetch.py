@@ -11,8 +11,6 @@ from collections import namedtuple
 from types import SimpleNamespace
 from typing import Any
 
-import faust
-
 from app import fastfetch
 from app.settings import load_settings
 
@@ -159,16 +157,14 @@ async def test_a_rebalance_stops_the_hand_over() -> None:
     assert got == [1]
 
 
-def test_the_worker_fetches_with_librdkafka_unless_told_otherwise() -> None:
-    from app.main import create_app
+def test_the_worker_fetches_its_agents_topics_with_librdkafka_unless_told_otherwise() -> None:
+    from app.main import side_fetcher
+    from app.topology import CONSUMED, effective, load_topology
 
-    app, rt = create_app(load_settings({"POSTROOM_KAFKA_BOOTSTRAP": "127.0.0.1:1"}))
-    plain, plain_rt = create_app(load_settings({"POSTROOM_KAFKA_BOOTSTRAP": "127.0.0.1:1",
-                                                "POSTROOM_FETCHER": "aiokafka"}))
-    for runtime in (rt, plain_rt):  # built with the app; nothing was sent through them
-        for producer in (runtime.producer, runtime.batches):
-            assert producer is not None
-            producer.close(timeout=0)
-    assert isinstance(app, faust.App)
-    assert fastfetch.side_of(app) is not None
-    assert fastfetch.side_of(plain) is None
+    settings = load_settings({"POSTROOM_TOPIC_PREFIX": "t-"})
+    specs = {name: effective(spec, settings) for name, spec in load_topology().items()}
+    side = side_fetcher(settings, specs)
+    assert side is not None and side.consumer is None  # nothing connects until assigned
+    assert side.topics == {f"t-{name}" for name in CONSUMED}
+    plain = load_settings({"POSTROOM_FETCHER": "aiokafka"})
+    assert side_fetcher(plain, specs) is None
