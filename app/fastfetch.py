@@ -77,7 +77,7 @@ class SideFetcher:
         self.version: dict[Any, int] = {}  # TP -> bumped on every seek, assign, unassign
 
     def owns(self, tp: Any) -> bool:
-        return (tp.topic, tp.partition) in self.tps
+        return tp in self.tps  # a TP is a (topic, partition) tuple
 
     def _client(self) -> Any:
         if self.consumer is None:
@@ -165,6 +165,10 @@ async def drain(consumer: Any, fetcher: Any, side: SideFetcher) -> None:
         versions = dict(side.version)
         generation = app.consumer_generation_id
         for raw in batch:
+            since_yield += 1
+            if since_yield > YIELD_EVERY:  # before the checks: a seek may come meanwhile
+                await asyncio.sleep(0)
+                since_yield = 0
             if raw.error() is not None:
                 log.warning("fetching %s[%s] failed: %s", raw.topic(), raw.partition(),
                             raw.error())
@@ -178,12 +182,6 @@ async def drain(consumer: Any, fetcher: Any, side: SideFetcher) -> None:
             last = read.get(tp)
             if last is not None and offset < last:
                 continue  # already handed over
-            since_yield += 1
-            if since_yield > YIELD_EVERY:
-                await asyncio.sleep(0)
-                since_yield = 0
-                if side.version.get(tp) != versions.get(tp):
-                    continue
             key, value = raw.key(), raw.value()
             kind, stamp = raw.timestamp()
             message = ConsumerMessage(
