@@ -283,6 +283,28 @@ def stage_latencies(sent: dict[str, float], collector: EventCollector,
     return out
 
 
+def latency_timeline(sent: dict[str, float], collector: EventCollector,
+                     order_ids: Sequence[str], step: float = 1.0) -> list[list[float]]:
+    """End-to-end latency by when orders were produced: one row per ``step`` seconds,
+    ``[seconds into the run, orders, p50 ms, p99 ms, max ms]``. A tail that comes in bursts
+    (a pause somewhere) and one spread evenly (a queue near its limit) look alike in one
+    p99; here they do not."""
+    start = min((sent[o] for o in order_ids if o in sent), default=0.0)
+    buckets: dict[int, list[float]] = {}
+    for oid in order_ids:
+        seen = collector.terminal.get(oid)
+        if seen is None or oid not in sent:
+            continue
+        buckets.setdefault(int((sent[oid] - start) / step), []).append(
+            (seen[0] - sent[oid]) * 1000)
+    rows = []
+    for i in sorted(buckets):
+        pct = percentiles(buckets[i])
+        rows.append([round(i * step, 1), len(buckets[i]), round(pct["p50"], 1),
+                     round(pct["p99"], 1), round(pct["max"], 1)])
+    return rows
+
+
 def latency_and_rate(sent: dict[str, float], collector: EventCollector,
                      order_ids: Sequence[str]) -> tuple[dict[str, float], dict[str, float]]:
     """Latency percentiles (ms) and throughput (orders/s) of the given orders."""

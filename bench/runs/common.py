@@ -24,6 +24,7 @@ from bench.measure import (
     OrderProducer,
     Sampler,
     latency_and_rate,
+    latency_timeline,
     memory_growth,
     stage_latencies,
 )
@@ -241,6 +242,7 @@ def run_pipeline(ctx: Context, result: RunResult, system: System, orders: Sequen
                           for kind, pct in stage_latencies(producer.sent, collector,
                                                            ids).items()},
             "produce_failures": producer.failed,
+            "latency_timeline": latency_timeline(producer.sent, collector, ids),
         })
         # --- correctness: every order terminal, stock conserved, money matches stock
         result.check("every order terminal", not missing,
