@@ -47,7 +47,9 @@ class Settings:
     store: str = "rocksdb://"
     table_write_buffer_mb: int = 4  # RocksDB memtable per table partition (two of them)
     table_memory_mb: int = 64  # RocksDB's cache and memtables, all table partitions together
-    producer_linger_ms: int = 2  # the worker's producers: how long a Kafka batch may fill
+    # the worker's producers: how long a Kafka batch may fill (a unit places all its records
+    # at once, in well under this; every hop waits it twice)
+    producer_linger_ms: float = 0.5
     commit_interval_s: float = 1.0  # how often consumed offsets are committed
     # A worker that dies is noticed by the group after this long; only then do the others (or
     # its own restart) take over its partitions. Heartbeats go out every third of it.
@@ -74,7 +76,7 @@ class Settings:
     fetch_max_wait_ms: int = 100
     # Merge window of the dispatcher
     merge_max_lines: int = 200
-    merge_max_wait_ms: int = 20
+    merge_max_wait_ms: int = 10
     # Payments
     merchant_account: str = "merchant"
     # Reconciliation
