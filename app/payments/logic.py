@@ -79,9 +79,12 @@ class VoucherEvent(TypedDict, total=False):
     attempt: int | None
 
 
+COMMAND_PREFIX = "cmd:"  # starts the key of a command's record in the account table
+
+
 def command_key(command_id: str) -> str:
     """Key of a command's recorded outcome in the account table (beside the account keys)."""
-    return f"cmd:{command_id}"
+    return f"{COMMAND_PREFIX}{command_id}"
 
 
 def new_account(account_id: str) -> dict[str, Any]:
