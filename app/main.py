@@ -18,7 +18,7 @@ from app.orders import agents as order_agents
 from app.orders import views as order_views
 from app.payments import agents as payment_agents
 from app.payments import views as payment_views
-from app.producer import AckedProducer, BatchProducer
+from app.producer import AckedProducer, BatchProducer, GroupedProducer, UnitProducer
 from app.runtime import Runtime
 from app.settings import Settings, load_settings
 from app.topology import CONSUMED, GLOBAL_TABLES, TABLES, TopicSpec, effective, load_topology
@@ -142,6 +142,15 @@ def side_fetcher(settings: Settings, specs: dict[str, TopicSpec]) -> fastfetch.S
                                  settings.fetch_max_wait_ms)
 
 
+def worker_producer(settings: Settings) -> UnitProducer:
+    """What sends the units' records: aiokafka, one produce request for every partition a
+    unit touches (the default), or librdkafka, a request per partition
+    (``POSTROOM_PRODUCER=librdkafka``)."""
+    if settings.producer == "aiokafka":
+        return GroupedProducer(settings.kafka_bootstrap)
+    return BatchProducer(settings.kafka_bootstrap, **{"linger.ms": settings.producer_linger_ms})
+
+
 def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
     """Build the whole service; nothing connects until the worker starts."""
     settings = settings or load_settings()
@@ -206,17 +215,16 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Runtime]:
     reconcile.register(rt)
     backlog.register(rt)
 
-    def close_frontdesk(sender: Any, *args: Any, **kwargs: Any) -> None:
+    async def close_frontdesk(sender: Any, *args: Any, **kwargs: Any) -> None:
         if side is not None:
             side.close()
         if rt.producer is not None:
             rt.producer.close()
         if rt.batches is not None:
-            rt.batches.close()
+            await rt.batches.stop()
 
     app.on_before_shutdown.connect(close_frontdesk)  # type: ignore[arg-type]
 
     rt.producer = AckedProducer(settings.kafka_bootstrap)
-    rt.batches = BatchProducer(settings.kafka_bootstrap,
-                               **{"linger.ms": settings.producer_linger_ms})
+    rt.batches = worker_producer(settings)
     return app, rt

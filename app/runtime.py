@@ -16,7 +16,7 @@ from app.codecs import AVRO_CONTENT_TYPE, avro_encode
 from app.errors import InvalidEvent
 from app.ops.metrics import Metrics
 from app.pack import decode, records
-from app.producer import AckedProducer, BatchProducer
+from app.producer import AckedProducer, UnitProducer
 from app.sequence import RESEEK_S, Sequencer
 from app.settings import Settings
 from app.topology import TopicSpec
@@ -60,7 +60,7 @@ class Runtime:
     sources: dict[str, Any] = field(default_factory=dict)  # declared name -> raw topic (consume)
     tables: dict[str, Any] = field(default_factory=dict)
     producer: AckedProducer | None = None  # the front desk's; started with the web server
-    batches: BatchProducer | None = None  # the agents' units of work (see app.unit)
+    batches: UnitProducer | None = None  # the agents' units of work (see app.unit)
     extras: dict[str, Any] = field(default_factory=dict)  # seams wired by main.py
     stores: dict[str, TableStore] = field(default_factory=dict)
     _outputs: dict[str, Output] = field(default_factory=dict)

@@ -62,6 +62,10 @@ class Settings:
     # Who fetches the agents' topics: "librdkafka" (in its own threads, see app/fastfetch.py)
     # or "aiokafka" (Faust's own consumer, in Python on the event loop)
     fetcher: str = "librdkafka"
+    # Who produces the units' records: "aiokafka" (one produce request per broker for every
+    # partition a unit touches, see app/producer.py) or "librdkafka" (a request per
+    # partition, from its own threads; the linger above applies to it alone)
+    producer: str = "aiokafka"
     # Web
     web_host: str = "127.0.0.1"
     web_port: int = 6066
@@ -161,6 +165,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("POSTROOM_EVENT_LOOP must be uvloop or aio")
     if s.fetcher not in ("librdkafka", "aiokafka"):
         raise ConfigError("POSTROOM_FETCHER must be librdkafka or aiokafka")
+    if s.producer not in ("librdkafka", "aiokafka"):
+        raise ConfigError("POSTROOM_PRODUCER must be librdkafka or aiokafka")
     if s.merge_max_lines < 1:
         raise ConfigError("POSTROOM_MERGE_MAX_LINES must be >= 1")
     if s.merge_max_wait_ms < 0:
