@@ -232,7 +232,8 @@ def markdown(meta: dict[str, Any], results: dict[str, RunResult],
         f"Kafka {v.get('kafka', '?')}, faust-streaming {v.get('faust-streaming', '?')}, "
         f"confluent-kafka {v.get('confluent-kafka', '?')}, quixstreams "
         f"{v.get('quixstreams', '-')}. Arguments: {meta['args'].get('only') or 'all runs'}, "
-        f"--orders {meta['args'].get('orders')}, --duration {meta['args'].get('duration')}.",
+        f"--orders {meta['args'].get('orders')}, --duration {meta['args'].get('duration')}; "
+        f"broker {meta.get('broker', '?')}.",
         "",
         "| run | n | per s | p50 ms | p99 ms | max ms | CPU % | CPU ms/order | RSS MiB | "
         "broker CPU % | check |",
