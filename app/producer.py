@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from app.errors import NotAcknowledged
+from app.pack import partition_for
 
 Headers = Sequence[tuple[str, bytes]]
 # topic, partition (None: the partitioner decides by key), key, value, headers
@@ -245,7 +246,11 @@ class GroupedProducer:
                     acks="all", enable_idempotence=True, linger_ms=0,
                     max_batch_size=self.MAX_BATCH_BYTES, request_timeout_ms=30_000,
                 )
-                await producer.start()
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()  # the next send tries again from the start
+                    raise
                 self._producer = producer
         return self._producer
 
@@ -261,21 +266,19 @@ class GroupedProducer:
         ``(topic, partition)`` got (see :meth:`BatchProducer.send_all`)."""
         if not records:
             return {}
-        from app.pack import partition_for
-
-        producer = await self._started()
-        groups: dict[tuple[str, int], list[Record]] = {}
-        for record in records:
-            topic, partition, key = record[0], record[1], record[2]
-            if partition is None:
-                count = await self._partitions(producer, topic)
-                partition = (partition_for(key, count) if key is not None
-                             else random.randrange(count))
-            groups.setdefault((topic, partition), []).append(record)
-        # Every batch is queued before the sender runs again (no await below suspends
-        # while the topics' metadata is known), so they leave in one request.
         waits: list[tuple[tuple[str, int], int, Any]] = []
         try:
+            producer = await self._started()
+            groups: dict[tuple[str, int], list[Record]] = {}
+            for record in records:
+                topic, partition, key = record[0], record[1], record[2]
+                if partition is None:
+                    count = await self._partitions(producer, topic)
+                    partition = (partition_for(key, count) if key is not None
+                                 else random.randrange(count))
+                groups.setdefault((topic, partition), []).append(record)
+            # Every batch is queued before the sender runs again (no await below suspends
+            # while the topics' metadata is known), so they leave in one request.
             for at, group in groups.items():
                 batch, n = producer.create_batch(), 0
                 for _, _, key, value, headers in group:
