@@ -55,9 +55,15 @@ def _runs() -> dict[str, tuple[str, Callable[[Context], RunResult | list[RunResu
 SHM = Path("/dev/shm")
 
 
+SHM_NEEDED = 4 << 30  # a default run holds about 2 GiB of logs there
+
+
 def default_storage() -> str:
-    """'memory' where a tmpfs is at hand (Linux), else 'disk'."""
-    return "memory" if SHM.is_dir() and os.access(SHM, os.W_OK) else "disk"
+    """'memory' where a tmpfs with room is at hand (Linux; a container's /dev/shm is often
+    64 MiB), else 'disk'."""
+    if not (SHM.is_dir() and os.access(SHM, os.W_OK)):
+        return "disk"
+    return "memory" if shutil.disk_usage(SHM).free >= SHM_NEEDED else "disk"
 
 
 def broker_dir(storage: str, workdir: Path) -> Path:
