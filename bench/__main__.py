@@ -53,8 +53,6 @@ def _runs() -> dict[str, tuple[str, Callable[[Context], RunResult | list[RunResu
 
 
 SHM = Path("/dev/shm")
-
-
 SHM_NEEDED = 4 << 30  # a default run holds about 2 GiB of logs there
 
 
@@ -69,7 +67,7 @@ def default_storage() -> str:
 def broker_dir(storage: str, workdir: Path) -> Path:
     """The bench's broker's data dir. Every run appends to fresh topics, and on this
     project's dev machine (ext4 on a virtual disk) the first appends to fresh partitions
-    stalled the broker for 50-185 ms each (its request log: local time, in the append),
+    stalled the broker for 45-185 ms each (its request log: local time, in the append),
     which the first second of every run absorbed; a tmpfs has no blocks to allocate."""
     if storage == "memory":
         return Path(tempfile.mkdtemp(prefix="postroom-bench-kafka-", dir=SHM))
@@ -108,7 +106,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="rounds of the throughput runs, interleaved; each reported by its median")
     p.add_argument("--broker-storage", choices=("memory", "disk"), default=default_storage(),
                    help="where the bench's own broker keeps its logs: 'memory' (tmpfs, "
-                        "/dev/shm; the default where it exists) or 'disk' (the temporary dir)")
+                        "/dev/shm; the default where it has 4 GiB free) or 'disk' (the temporary dir)")
     p.add_argument("--keep-topics", action="store_true",
                    help="with POSTROOM_KAFKA_BOOTSTRAP: leave the runs' topics for inspection")
     return p.parse_args(argv)
