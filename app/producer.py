@@ -255,9 +255,8 @@ class GroupedProducer:
         return self._producer
 
     async def _partitions(self, producer: Any, topic: str) -> int:
-        count = self._counts.get(topic)
-        if count is None:
-            count = self._counts[topic] = len(await producer.partitions_for(topic))
+        """A topic's partition count, asked of the cluster once."""
+        count = self._counts[topic] = len(await producer.partitions_for(topic))
         return count
 
     async def send_all(self, records: Sequence[Record], timeout: float = 30.0
@@ -273,7 +272,8 @@ class GroupedProducer:
             for record in records:
                 topic, partition, key = record[0], record[1], record[2]
                 if partition is None:
-                    count = await self._partitions(producer, topic)
+                    count = (self._counts.get(topic)
+                             or await self._partitions(producer, topic))
                     partition = (partition_for(key, count) if key is not None
                                  else random.randrange(count))
                 groups.setdefault((topic, partition), []).append(record)

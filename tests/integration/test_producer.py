@@ -9,19 +9,15 @@ from typing import Any
 import pytest
 
 from app.producer import BatchProducer, GroupedProducer, Record, UnitProducer
+from bench.peers.common import new_topics as create_topics
 from tests.support import consume_all
 
 pytestmark = pytest.mark.integration
 
 
 def new_topics(bootstrap: str, partitions: dict[str, int]) -> dict[str, str]:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
     names = {short: f"test-producer-{uuid.uuid4().hex[:8]}-{short}" for short in partitions}
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(names[s], n, 1) for s, n in partitions.items()])
-    for fut in futures.values():
-        fut.result(30)
+    create_topics(bootstrap, {names[s]: (n, False) for s, n in partitions.items()})
     return names
 
 
