@@ -105,9 +105,10 @@ class Runtime:
         self._handles()
         return Unit(self.stores, self._outputs)
 
-    async def commit(self, unit: Unit) -> None:
+    async def commit(self, unit: Unit) -> tuple[int, int]:
+        """Make a unit durable (see :func:`app.unit.commit`); what it sent and logged."""
         assert self.batches is not None, "the worker's producer is not started"
-        await commit(unit, self.batches.send_all, self.app.log)
+        return await commit(unit, self.batches.send_all, self.app.log)
 
     def admit(self, order: Sequencer, event: Any, name: str) -> bool:
         """Whether a message is next in its partition; if a hole shows, go back for it."""
@@ -183,6 +184,7 @@ class Runtime:
             events = stream.noack()
             waiting = stream.channel.empty
             order = Sequencer()
+            stats = self.metrics.unit_stats(name)
             pending: list[Any] = []
             handled = 0  # records (a pack carries many)
             unit = self.unit()
@@ -203,7 +205,9 @@ class Runtime:
                                 continue
                         if shape.close is not None:
                             shape.close(unit)
-                        await self.commit(unit)
+                        committing = time.monotonic()
+                        sent, logged = await self.commit(unit)
+                        stats.record(handled, sent, logged, time.monotonic() - committing)
                         for done in pending:
                             await events.ack(done)
                             held = order.release(done)

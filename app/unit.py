@@ -306,7 +306,7 @@ class Unit:
             store.write(partition, items, placed[(store.changelog, partition)])
 
 
-async def commit(unit: Unit, send_all: Callable[..., Any], log: Any) -> None:
+async def commit(unit: Unit, send_all: Callable[..., Any], log: Any) -> tuple[int, int]:
     """Make a unit durable: its sends, then its table changes, then the local stores.
 
     The sends are acknowledged before any state that records them is written: a crash in
@@ -315,11 +315,15 @@ async def commit(unit: Unit, send_all: Callable[..., Any], log: Any) -> None:
     leave a message recorded as handled whose consequences never left.
     A failed set is retried until Kafka takes it; the agent waits meanwhile, which is the
     backpressure a broker outage should cause.
+    Returns how many messages were sent and how many changelog records written.
     """
     if unit.empty:
-        return
-    await _deliver(unit.sends(), send_all, log)
-    unit.apply(await _deliver(unit.changelog(), send_all, log))
+        return 0, 0
+    sends = unit.sends()
+    await _deliver(sends, send_all, log)
+    changes = unit.changelog()
+    unit.apply(await _deliver(changes, send_all, log))
+    return len(sends), len(changes)
 
 
 async def _deliver(records: list[Record], send_all: Callable[..., Any], log: Any

@@ -224,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\nWhere an order's time goes (ms from producing it to the first such event, "
               "p50 / p99):")
         print(stages)
+    per_order = report.per_order_lines(results)
+    if per_order:
+        print(f"\nUnits of work per order ({report.PER_ORDER_NOTE}):")
+        print(per_order)
     threads = report.thread_lines(results)
     if threads:
         print(f"\nCPU by thread (% of a core; {report.THREADS_NOTE}):")

@@ -189,6 +189,20 @@ def stage_lines(results: dict[str, RunResult]) -> str:
     return "\n".join(rows)
 
 
+def per_order_lines(results: dict[str, RunResult]) -> str:
+    """A Postroom run's units of work and records per order, from the worker's counters."""
+    rows = []
+    for name, r in results.items():
+        counts = r.extra.get("per_order")
+        if counts:
+            rows.append(f"  {name}: " + " · ".join(f"{v:,.2f} {k}" for k, v in counts.items()))
+    return "\n".join(rows)
+
+
+PER_ORDER_NOTE = ("the worker's own counters over the measured orders, every agent together; "
+                  "a pack is one message sent and each of its records one record handled")
+
+
 THREAD_LABELS = {"main": "main thread", "python": "other Python threads",
                  "librdkafka": "librdkafka", "rocksdb": "RocksDB", "other": "other"}
 
@@ -256,6 +270,10 @@ def markdown(meta: dict[str, Any], results: dict[str, RunResult],
     if stages:
         lines += ["", "Where an order's time goes (ms from producing it to the first such "
                   "event, p50 / p99):", "", "```", stages, "```"]
+    per_order = per_order_lines(results)
+    if per_order:
+        lines += ["", f"Units of work per order ({PER_ORDER_NOTE}):", "", "```", per_order,
+                  "```"]
     threads = thread_lines(results)
     if threads:
         lines += ["", f"CPU by thread (% of a core; {THREADS_NOTE}):", "", "```", threads,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -233,3 +234,13 @@ def consume_all(bootstrap: str, topic: str, timeout: float = 10.0,
 def decode_events(messages: list[Any]) -> Iterator[dict[str, Any]]:
     for m in messages:
         yield avro_decode(("postroom.OrderEvent",), m.value())
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """One sample of a Prometheus text exposition, by name and labels (None: absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+            if all(found.get(k) == v for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return None

@@ -198,6 +198,8 @@ def run_pipeline(ctx: Context, result: RunResult, system: System, orders: Sequen
         sampler = Sampler({"process": system.pid, "broker": ctx.broker_pid or 0})
         sampler.start()
         time.sleep(1.0)  # a baseline sample before the load
+        counters = getattr(system, "unit_counters", None)  # Postroom's units of work
+        before = counters() if counters is not None else None
         t0 = time.time()
         ids = [o["order_id"] for o in orders]
         if rate:
@@ -230,6 +232,10 @@ def run_pipeline(ctx: Context, result: RunResult, system: System, orders: Sequen
         result.latency_ms = latency
         result.process = sampler.summary("process", t0, t_end, len(orders))
         result.broker = sampler.summary("broker", t0, t_end, len(orders))
+        if counters is not None and before is not None and not missing:
+            after = counters()
+            result.extra["per_order"] = {k: round((after[k] - before[k]) / len(orders), 2)
+                                         for k in before}
         series = result.process.get("rss_series") or []
         growth = memory_growth(series)
         result.extra.update({

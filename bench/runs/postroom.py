@@ -49,6 +49,27 @@ def wait_all(ready: Callable[[str], bool], keys: Iterable[str], what: str,
         raise RuntimeError(f"{len(waiting)} {what} never showed, e.g. {sorted(waiting)[:3]}")
 
 
+# The worker's unit counters (see app.ops.metrics), by the name the bench reports them under.
+UNIT_SAMPLES = {
+    "postroom_units_total": "units",
+    "postroom_unit_records_sum": "records handled",
+    'postroom_unit_produced_records_total{kind="send"': "messages sent",
+    'postroom_unit_produced_records_total{kind="changelog"': "changelog records",
+}
+
+
+def unit_totals(text: str) -> dict[str, float]:
+    """Sum each of :data:`UNIT_SAMPLES` over the agents in a Prometheus text exposition."""
+    totals = dict.fromkeys(UNIT_SAMPLES.values(), 0.0)
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        for prefix, label in UNIT_SAMPLES.items():
+            base, _, kind = prefix.partition("{")
+            if name.startswith(base + "{") and (not kind or kind in name):
+                totals[label] += float(value)
+    return totals
+
+
 class PostroomSystem:
     """One Postroom worker with a given merge window."""
 
@@ -93,6 +114,11 @@ class PostroomSystem:
     @property
     def url(self) -> str:
         return self.worker.url
+
+    def unit_counters(self) -> dict[str, float]:
+        """The worker's unit-of-work counters, summed over its agents (``GET /metrics``)."""
+        text = call("GET", self.url + "/metrics").body
+        return unit_totals(text if isinstance(text, str) else "")
 
     def _get(self, path: str) -> Any:
         reply = call("GET", self.url + path)

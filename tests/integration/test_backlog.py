@@ -18,7 +18,7 @@ import pytest
 from app.ops.lag import LagReader, lag_by_topic
 from app.producer import producer_config
 from app.topology import CONSUMED
-from tests.support import ROOT, Worker, call, wait_for
+from tests.support import ROOT, Worker, call, metric, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -73,15 +73,6 @@ def lag_cli_once(worker: Worker) -> str:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
-
-
-def metric(text: str, name: str, **labels: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-            if all(found.get(k) == v for k, v in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def test_lag_grows_while_the_worker_is_paused_and_drains_after(

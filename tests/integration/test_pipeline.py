@@ -15,7 +15,7 @@ from confluent_kafka import Producer
 from app.codecs import avro_encode
 from app.pack import decode_all
 from app.producer import producer_config
-from tests.support import Worker, consume_all, decode_events, wait_for
+from tests.support import Worker, consume_all, decode_events, metric, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -275,3 +275,27 @@ def test_events_topic_carries_every_state_change_with_ids_and_causes(worker: Wor
     assert len({e["event_id"] for e in events}) == len(events)
     assert all(e["cause_id"] and e["at_ms"] > 0 for e in events)
     wait_for(lambda: "postroom_orders_terminal_total" in worker.get("/metrics").body)
+
+
+def test_metrics_count_each_agents_units_of_work(worker: Worker) -> None:
+    """Every agent the order crossed counts its units, their records, what they produced
+    and how long they took to become durable."""
+    worker.stock("gauge-1", on_hand=5, price=10)
+    worker.fund("c-units", 100)
+    before = worker.get("/metrics").body
+    order_id = worker.order([("gauge-1", 2)], customer="c-units")
+    assert worker.wait_terminal(order_id)["status"] == "COMPLETED"
+
+    def grew(name: str, agent: str, at_least: float, **labels: str) -> bool:
+        now = metric(worker.get("/metrics").body, name, agent=agent, **labels) or 0.0
+        return now - (metric(before, name, agent=agent, **labels) or 0.0) >= at_least
+
+    # The saga handled the request, PAID, the line's result and the credit's REDEEMED, and
+    # published seven events (each its own message on the public topic).
+    wait_for(lambda: grew("postroom_unit_records_sum", "run_order_saga", 4))
+    assert grew("postroom_unit_produced_records_total", "run_order_saga", 7, kind="send")
+    assert grew("postroom_unit_produced_records_total", "run_order_saga", 1, kind="changelog")
+    for agent in ("run_order_saga", "apply_ledger_commands", "dispatch_lines",
+                  "fulfill_batches"):
+        assert grew("postroom_units_total", agent, 1), agent
+        assert grew("postroom_unit_commit_seconds_count", agent, 1), agent
