@@ -107,9 +107,6 @@ class AckedProducer:
 
     def close(self, timeout: float = 10.0) -> None:
         self._producer.flush(timeout)
-
-    async def stop(self) -> None:
-        self.close()
         self._stop.set()
         self._thread.join(timeout=2)
 

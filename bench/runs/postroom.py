@@ -49,24 +49,26 @@ def wait_all(ready: Callable[[str], bool], keys: Iterable[str], what: str,
         raise RuntimeError(f"{len(waiting)} {what} never showed, e.g. {sorted(waiting)[:3]}")
 
 
-# The worker's unit counters (see app.ops.metrics), by the name the bench reports them under.
+# The worker's unit counters (see app.ops.metrics): sample name and the labels it must carry
+# -> the name the bench reports their sum over the agents under.
 UNIT_SAMPLES = {
-    "postroom_units_total": "units",
-    "postroom_unit_records_sum": "records handled",
-    'postroom_unit_produced_records_total{kind="send"': "messages sent",
-    'postroom_unit_produced_records_total{kind="changelog"': "changelog records",
+    ("postroom_units_total", ()): "units",
+    ("postroom_unit_records_sum", ()): "records handled",
+    ("postroom_unit_produced_records_total", (("kind", "send"),)): "messages sent",
+    ("postroom_unit_produced_records_total", (("kind", "changelog"),)): "changelog records",
 }
 
 
 def unit_totals(text: str) -> dict[str, float]:
     """Sum each of :data:`UNIT_SAMPLES` over the agents in a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     totals = dict.fromkeys(UNIT_SAMPLES.values(), 0.0)
-    for line in text.splitlines():
-        name, _, value = line.rpartition(" ")
-        for prefix, label in UNIT_SAMPLES.items():
-            base, _, kind = prefix.partition("{")
-            if name.startswith(base + "{") and (not kind or kind in name):
-                totals[label] += float(value)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            for (name, labels), label in UNIT_SAMPLES.items():
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels):
+                    totals[label] += sample.value
     return totals
 
 
