@@ -13,7 +13,7 @@ from app.settings import load_settings
 def test_the_units_records_go_through_aiokafka_unless_told_otherwise() -> None:
     producer = worker_producer(load_settings({}))
     assert isinstance(producer, GroupedProducer)
-    assert producer._producer is None  # nothing connects until the first send
+    assert producer._client is None  # nothing connects until the first send
 
 
 def test_an_unknown_producer_is_refused_at_start() -> None:
@@ -32,5 +32,5 @@ async def test_a_broker_that_cannot_be_reached_is_a_set_not_acknowledged() -> No
     producer = GroupedProducer(f"127.0.0.1:{port}")
     with pytest.raises(NotAcknowledged):
         await producer.send_all([("t", 0, b"k", b"v", None)], timeout=5)
-    assert producer._producer is None  # the next set starts afresh
+    assert producer._client is None  # the next set starts afresh
     await producer.stop()
