@@ -35,13 +35,39 @@ class Window:
     span_s: float
     close: Callable[[Unit], None] | None = None
 
-    async def gather(self, waiting: Callable[[], bool], started: float, last: float) -> None:
-        """Wait while nothing new is queued, until the unit's window closes."""
-        while waiting():
+    async def gather(self, queue: asyncio.Queue[Any], started: float, last: float) -> None:
+        """Wait while nothing new is queued, until the unit's window closes.
+
+        The wait is a waiter on the agent's queue, woken by the next message put there (as
+        ``Queue.get`` waits, without taking it), or at the window's close: one wake-up,
+        where sleeping in steps of a few milliseconds and looking again took three or four
+        a unit, and noticed a message only at the next look.
+        """
+        while queue.empty():
             left = min(started + self.span_s, last + self.idle_s) - time.monotonic()
             if left <= 0:
                 return
-            await asyncio.sleep(min(left, 0.005))
+            await arrival(queue, left)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def arrival(queue: asyncio.Queue[Any], timeout: float) -> None:
+    """Return when something is put in ``queue`` (nothing is taken) or after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    getters = queue._getters  # type: ignore[attr-defined]  # what a put wakes
+    getters.append(waiter)
+    timer = loop.call_later(timeout, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        if waiter in getters:  # not woken by a put
+            getters.remove(waiter)
 
 
 def now_ms() -> int:
@@ -182,7 +208,8 @@ class Runtime:
         async def consume(stream: Any) -> None:
             # Acks are ours: a message is acked only once its unit is durable.
             events = stream.noack()
-            waiting = stream.channel.empty
+            queue = stream.channel.queue
+            waiting = queue.empty
             order = Sequencer()
             stats = self.metrics.unit_stats(name)
             pending: list[Any] = []
@@ -200,7 +227,7 @@ class Runtime:
                         pending.append(event)
                     if pending and (handled >= shape.records or waiting()):
                         if handled < shape.records:
-                            await shape.gather(waiting, started, last)
+                            await shape.gather(queue, started, last)
                             if not waiting():
                                 continue
                         if shape.close is not None:
