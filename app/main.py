@@ -143,9 +143,9 @@ def side_fetcher(settings: Settings, specs: dict[str, TopicSpec]) -> fastfetch.S
 
 
 def worker_producer(settings: Settings) -> UnitProducer:
-    """What sends the units' records: aiokafka, one produce request for every partition a
-    unit touches (the default), or librdkafka, a request per partition
-    (``POSTROOM_PRODUCER=librdkafka``)."""
+    """What sends the units' records: the grouped producer over aiokafka's client, one produce
+    request for every partition a unit touches (the default), or librdkafka, a request per
+    partition (``POSTROOM_PRODUCER=librdkafka``)."""
     if settings.producer == "aiokafka":
         return GroupedProducer(settings.kafka_bootstrap)
     return BatchProducer(settings.kafka_bootstrap, **{"linger.ms": settings.producer_linger_ms})

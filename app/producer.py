@@ -4,9 +4,9 @@
 Kafka acknowledged the request, so every send returns when the broker has the message (or
 raises ``NotAcknowledged``); its delivery reports are served by a background thread.
 The agents' units of work send a whole set of records and await it at once, through
-:class:`GroupedProducer` (aiokafka, the default: one produce request per broker for all the
-partitions a set touches) or :class:`BatchProducer` (confluent-kafka: one request per
-partition, ``POSTROOM_PRODUCER=librdkafka``).
+:class:`GroupedProducer` (the default: Kafka's produce protocol over aiokafka's client, one
+produce request per broker for all the partitions a set touches) or :class:`BatchProducer`
+(confluent-kafka: one request per partition, ``POSTROOM_PRODUCER=librdkafka``).
 """
 
 from __future__ import annotations

@@ -62,9 +62,10 @@ class Settings:
     # Who fetches the agents' topics: "librdkafka" (in its own threads, see app/fastfetch.py)
     # or "aiokafka" (Faust's own consumer, in Python on the event loop)
     fetcher: str = "librdkafka"
-    # Who produces the units' records: "aiokafka" (one produce request per broker for every
-    # partition a unit touches, see app/producer.py) or "librdkafka" (a request per
-    # partition, from its own threads; the linger above applies to it alone)
+    # Who produces the units' records: "aiokafka" (Postroom's producer over aiokafka's client:
+    # one produce request per broker for every partition a unit touches, see app/producer.py)
+    # or "librdkafka" (a request per partition, from its own threads; the linger above
+    # applies to it alone)
     producer: str = "aiokafka"
     # Web
     web_host: str = "127.0.0.1"
