@@ -230,6 +230,12 @@ class _Set:
         self.placed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset
         self.timer: asyncio.TimerHandle | None = None
 
+    def succeed(self) -> None:
+        if not self.future.done():
+            self.future.set_result(self.placed)
+        if self.timer is not None:
+            self.timer.cancel()
+
     def fail(self, exc: Exception) -> None:
         if not self.future.done():
             self.future.set_exception(exc)
@@ -399,9 +405,9 @@ class GroupedProducer:
         nodes: dict[int, list[tuple[str, int]]] = {}
         unknown = False
         cluster = client.cluster
-        waiting = dict.fromkeys(at for at, queue in self._queues.items() if queue)
-        waiting.update(dict.fromkeys(self._retry))
-        for at in waiting:
+        due = dict.fromkeys(at for at, queue in self._queues.items() if queue)
+        due.update(dict.fromkeys(self._retry))
+        for at in due:
             leader = cluster.leader_for_partition(TopicPartition(*at))
             if leader is None or leader == -1:
                 unknown = True
@@ -489,10 +495,8 @@ class GroupedProducer:
                     for i, (waiting, *_) in enumerate(entries):
                         waiting.placed[at] = offset + i
                         waiting.left -= 1
-                        if waiting.left == 0 and not waiting.future.done():
-                            waiting.future.set_result(waiting.placed)
-                            if waiting.timer is not None:
-                                waiting.timer.cancel()
+                        if waiting.left == 0:
+                            waiting.succeed()
                 elif error in _SEQUENCE_LOST:
                     self._retry[at] = built
                     lost = True
