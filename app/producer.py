@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import aiokafka.errors as errors  # type: ignore[import-untyped]
 from aiokafka.client import AIOKafkaClient  # type: ignore[import-untyped]
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 Headers = Sequence[tuple[str, bytes]]
 # topic, partition (None: the partitioner decides by key), key, value, headers
 Record = tuple[str, int | None, bytes | None, bytes | None, Headers | None]
+T = TypeVar("T")
 
 
 def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
@@ -126,12 +127,12 @@ class AckedProducer:
         self._thread.join(timeout=2)
 
 
-def _succeed(fut: asyncio.Future[tuple[int, int]], value: tuple[int, int]) -> None:
+def _succeed(fut: asyncio.Future[T], value: T) -> None:
     if not fut.done():
         fut.set_result(value)
 
 
-def _fail(fut: asyncio.Future[tuple[int, int]], exc: Exception) -> None:
+def _fail(fut: asyncio.Future[Any], exc: Exception) -> None:
     if not fut.done():
         fut.set_exception(exc)
 
@@ -231,14 +232,12 @@ class _Set:
         self.timer: asyncio.TimerHandle | None = None
 
     def succeed(self) -> None:
-        if not self.future.done():
-            self.future.set_result(self.placed)
+        _succeed(self.future, self.placed)
         if self.timer is not None:
             self.timer.cancel()
 
     def fail(self, exc: Exception) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
+        _fail(self.future, exc)
         if self.timer is not None:
             self.timer.cancel()
 
@@ -529,8 +528,6 @@ class GroupedProducer:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
-
-
 
 
 # The worker's producer, as a unit of work sees it (``POSTROOM_PRODUCER`` chooses).

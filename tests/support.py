@@ -235,13 +235,18 @@ def decode_events(messages: list[Any]) -> Iterator[dict[str, Any]]:
         yield avro_decode(("postroom.OrderEvent",), m.value())
 
 
-def metric(text: str, name: str, **labels: str) -> float | None:
-    """One sample of a Prometheus text exposition, by name and labels (None: absent)."""
+def samples(text: str, name: str, **labels: str) -> Iterator[float]:
+    """The values of a Prometheus text exposition's samples of ``name`` that carry
+    ``labels`` (and any others)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and all(sample.labels.get(k) == v
                                            for k, v in labels.items()):
-                return float(sample.value)
-    return None
+                yield float(sample.value)
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """One sample of a Prometheus text exposition, by name and labels (None: absent)."""
+    return next(samples(text, name, **labels), None)

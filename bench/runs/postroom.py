@@ -18,7 +18,7 @@ from typing import Any
 from app.settings import Settings
 from bench.measure import avro_progress
 from bench.runs.common import Context, RunResult, System, run_pipeline, stock_checks
-from tests.support import Worker, call
+from tests.support import Worker, call, samples
 
 
 def put_all(url: str, method: str, path: str, bodies: dict[str, Any]) -> None:
@@ -51,7 +51,7 @@ def wait_all(ready: Callable[[str], bool], keys: Iterable[str], what: str,
 
 # The worker's unit counters (see app.ops.metrics): sample name and the labels it must carry
 # -> the name the bench reports their sum over the agents under.
-UNIT_SAMPLES = {
+UNIT_SAMPLES: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {
     ("postroom_units_total", ()): "units",
     ("postroom_unit_records_sum", ()): "records handled",
     ("postroom_unit_produced_records_total", (("kind", "send"),)): "messages sent",
@@ -61,15 +61,8 @@ UNIT_SAMPLES = {
 
 def unit_totals(text: str) -> dict[str, float]:
     """Sum each of :data:`UNIT_SAMPLES` over the agents in a Prometheus text exposition."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    totals = dict.fromkeys(UNIT_SAMPLES.values(), 0.0)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            for (name, labels), label in UNIT_SAMPLES.items():
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels):
-                    totals[label] += sample.value
-    return totals
+    return {label: sum(samples(text, name, **dict(labels)))
+            for (name, labels), label in UNIT_SAMPLES.items()}
 
 
 class PostroomSystem:
