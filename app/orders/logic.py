@@ -10,6 +10,7 @@ decisions are made from the events alone, and every receiver is idempotent.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 import uuid
@@ -268,51 +269,68 @@ def _summary(event: OrderEvent) -> dict[str, Any]:
     return {k: v for k, v in event.items() if v is not None and k != "lines"}
 
 
+def _history_key(event: Mapping[str, Any]) -> tuple[int, str]:
+    return event["at_ms"], event["event_id"]
+
+
 def apply_event(state: dict[str, Any], event: OrderEvent) -> bool:
     """Add ``event`` to the order; return False if it was already there."""
-    if any(e["event_id"] == event["event_id"] for e in state["events"]):
-        return False
+    events = state["events"]
+    event_id = event["event_id"]
+    for seen in events:
+        if seen["event_id"] == event_id:
+            return False
     summary = _summary(event)
     if event.get("lines"):
         summary["lines"] = [
-            {k: line[k] for k in ("line_id", "sku", "quantity", "unit_price")}  # type: ignore[literal-required]
+            {"line_id": line["line_id"], "sku": line["sku"], "quantity": line["quantity"],
+             "unit_price": line["unit_price"]}
             for line in event["lines"] or []
         ]
-    state["events"].append(summary)
-    state["events"].sort(key=lambda e: (e["at_ms"], e["event_id"]))
-    state["last_event_id"] = event["event_id"]
+    # The history stays sorted by time, then id; an event usually comes after the last.
+    if events and _history_key(events[-1]) > _history_key(summary):
+        bisect.insort(events, summary, key=_history_key)
+    else:
+        events.append(summary)
+    state["last_event_id"] = event_id
     derive(state)
     return True
 
 
 def derive(state: dict[str, Any]) -> None:
     """Recompute status, lines and amounts from the set of events alone."""
+    events = state["events"]
     by_type: dict[str, dict[str, Any]] = {}
     results: dict[str, dict[str, Any]] = {}
     released: dict[str, dict[str, Any]] = {}
-    for e in state["events"]:
-        if e["type"] == LINE_RESULT:
+    for e in events:
+        kind = e["type"]
+        if kind == LINE_RESULT:
             results[e["line_id"]] = e
-        elif e["type"] == LINE_RELEASED:
+        elif kind == LINE_RELEASED:
             released[e["line_id"]] = e
-        else:
-            by_type.setdefault(e["type"], e)
+        elif kind not in by_type:
+            by_type[kind] = e
     accepted = by_type.get(ACCEPTED)
-    first = accepted or (state["events"][0] if state["events"] else {})
+    first = accepted or (events[0] if events else {})
     state["customer_id"] = first.get("customer_id")
     state["account_id"] = first.get("account_id")
     state["requested_at_ms"] = first.get("requested_at_ms")
     lines: dict[str, dict[str, Any]] = {}
-    for line in (accepted or {}).get("lines", []):
+    for line in accepted.get("lines", ()) if accepted else ():
         lid = line["line_id"]
         result = results.get(lid)
-        fulfilled = int(result["fulfilled"]) if result else 0
-        status = line_status(line["quantity"], fulfilled) if result else LINE_PENDING
+        quantity = line["quantity"]
         if lid in released:
             fulfilled, status = 0, LINE_RELEASED_STATUS
+        elif result:
+            fulfilled = int(result["fulfilled"])
+            status = line_status(quantity, fulfilled)
+        else:
+            fulfilled, status = 0, LINE_PENDING
         lines[lid] = {
             "sku": line["sku"],
-            "quantity": line["quantity"],
+            "quantity": quantity,
             "unit_price": line["unit_price"],
             "fulfilled": fulfilled,
             "status": status,
