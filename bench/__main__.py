@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.goal_lines(gs))
     stages = report.stage_lines(results)
     if stages:
-        print("\nWhere an order's time goes (ms from producing it to the first such event, "
-              "p50 / p99):")
+        print("\nWhere an order's time goes (ms from producing it to the first such event's "
+              "append to the events topic, p50 / p99):")
         print(stages)
     per_order = report.per_order_lines(results)
     if per_order:

@@ -178,9 +178,43 @@ def take(consumer: Any, most: int = 1000, wait: float = 0.05) -> list[Any]:
     return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
 
 
+def stamp_on_append(bootstrap: str, topic: str, timeout: float = 30.0) -> None:
+    """Have the broker stamp every record appended to ``topic`` from now on with its own
+    clock (``message.timestamp.type=LogAppendTime``), and wait until it does.
+
+    The bench stops an order's clock when its terminal event is on the events topic. Its
+    collector is a thread of the bench's process, beside the paced producer, and read a
+    terminal event 2.3 ms after it was appended at the median and 16.7 ms at the p99 (750
+    orders/s): a delay of the instrument, not of the system under test, which the broker's
+    append time leaves out. Every run's events topic is stamped the same way.
+    """
+    from confluent_kafka.admin import (
+        AdminClient,
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+    )
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    entry = ConfigEntry("message.timestamp.type", "LogAppendTime",
+                        incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[entry])
+    for fut in admin.incremental_alter_configs([resource]).values():
+        fut.result(timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        [fut] = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)]).values()
+        if fut.result(timeout)["message.timestamp.type"].value == "LogAppendTime":
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{topic}: the broker did not take LogAppendTime within {timeout}s")
+
+
 class EventCollector(threading.Thread):
     """Read an events topic from its start; note when each order's terminal event, and the
-    first event of each of its milestones, is seen."""
+    first event of each of its milestones, was appended to it (the broker's clock, see
+    :func:`stamp_on_append`; when the record carries no append time, when it was read).
+    How long after its append each terminal event was read is kept in ``read_lag_ms``."""
 
     def __init__(self, bootstrap: str, topic: str, decode: Decoder) -> None:
         super().__init__(name=f"collect-{topic}", daemon=True)
@@ -189,6 +223,7 @@ class EventCollector(threading.Thread):
         self.decode = decode
         self.terminal: dict[str, tuple[float, str, int]] = {}  # order -> (seen, type, amount)
         self.milestones: dict[str, dict[str, float]] = {}  # order -> {type: first seen}
+        self.read_lag_ms: dict[str, float] = {}  # order -> its terminal event's read - append
         self.events = 0
         self.duplicates = 0
         self.undecodable = 0
@@ -197,7 +232,7 @@ class EventCollector(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        from confluent_kafka import Consumer
+        from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer
 
         consumer = Consumer({
             "bootstrap.servers": self.bootstrap,
@@ -223,13 +258,16 @@ class EventCollector(threading.Thread):
                     if got is None:
                         continue
                     order_id, kind, amount = got
+                    stamp, at = msg.timestamp()
+                    seen = at / 1000 if stamp == TIMESTAMP_LOG_APPEND_TIME else now
                     if kind in MILESTONES:
-                        self.milestones.setdefault(order_id, {}).setdefault(kind, now)
+                        self.milestones.setdefault(order_id, {}).setdefault(kind, seen)
                         continue
                     if order_id in self.terminal:
                         self.duplicates += 1
                     else:
-                        self.terminal[order_id] = (now, kind, amount)
+                        self.terminal[order_id] = (seen, kind, amount)
+                        self.read_lag_ms[order_id] = (now - seen) * 1000
         except BaseException as exc:  # reported by the run, never lost in a thread
             self.error = exc
         finally:

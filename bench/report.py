@@ -185,6 +185,9 @@ def stage_lines(results: dict[str, RunResult]) -> str:
         stages = results[name].extra.get("stages_ms") if name in results else None
         if stages:
             cells = [f"{kind} {v['p50']:,.0f} / {v['p99']:,.0f}" for kind, v in stages.items()]
+            lag = results[name].extra.get("read_lag_ms")
+            if lag:  # the collector's own delay, left out of every latency above
+                cells.append(f"(read by the bench {lag['p50']:,.1f} / {lag['p99']:,.1f} later)")
             rows.append(f"  {name}: " + " · ".join(cells))
     return "\n".join(rows)
 

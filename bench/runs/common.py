@@ -26,7 +26,9 @@ from bench.measure import (
     latency_and_rate,
     latency_timeline,
     memory_growth,
+    percentiles,
     stage_latencies,
+    stamp_on_append,
 )
 from bench.workload import Order, Workload, lines_of, spend
 
@@ -186,6 +188,7 @@ def run_pipeline(ctx: Context, result: RunResult, system: System, orders: Sequen
         progress.say("starting", force=True)
         ctx.cleanups.append(system.stop)  # stopped at the end of the bench whatever happens
         system.start(stock, prices, funds)
+        stamp_on_append(ctx.bootstrap, system.events_topic)
         collector = EventCollector(ctx.bootstrap, system.events_topic, system.decode)
         collector.start()
         producer = OrderProducer(ctx.bootstrap, system.requests_topic)
@@ -230,6 +233,9 @@ def run_pipeline(ctx: Context, result: RunResult, system: System, orders: Sequen
         result.steady_rate = rates["steady_orders_per_s"]
         result.offered_rate = rate
         result.latency_ms = latency
+        lags = [collector.read_lag_ms[o] for o in ids if o in collector.read_lag_ms]
+        if lags:  # how late the bench read what it measured (see stamp_on_append)
+            result.extra["read_lag_ms"] = {k: round(v, 1) for k, v in percentiles(lags).items()}
         result.process = sampler.summary("process", t0, t_end, len(orders))
         result.broker = sampler.summary("broker", t0, t_end, len(orders))
         if counters is not None and before is not None and not missing:
