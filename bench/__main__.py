@@ -221,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report.goal_lines(gs))
     stages = report.stage_lines(results)
     if stages:
-        print("\nWhere an order's time goes (ms from producing it to the first such event's "
-              "append to the events topic, p50 / p99):")
+        print(f"\nWhere an order's time goes ({report.STAGES_NOTE}):")
         print(stages)
     per_order = report.per_order_lines(results)
     if per_order:

@@ -178,6 +178,10 @@ def round_lines(results: dict[str, RunResult]) -> str:
 STAGE_RUNS = ("half",)  # the latency run; at full speed the stages measure the backlog
 
 
+STAGES_NOTE = ("ms from producing an order to the append of its first such event to the events "
+               "topic, p50 / p99")
+
+
 def stage_lines(results: dict[str, RunResult]) -> str:
     """p50 / p99 (ms) from an order's produce to each milestone, for the latency runs."""
     rows = []
@@ -271,8 +275,7 @@ def markdown(meta: dict[str, Any], results: dict[str, RunResult],
                   "", "```", rounds, "```"]
     stages = stage_lines(results)
     if stages:
-        lines += ["", "Where an order's time goes (ms from producing it to the first such "
-                  "event, p50 / p99):", "", "```", stages, "```"]
+        lines += ["", f"Where an order's time goes ({STAGES_NOTE}):", "", "```", stages, "```"]
     per_order = per_order_lines(results)
     if per_order:
         lines += ["", f"Units of work per order ({PER_ORDER_NOTE}):", "", "```", per_order,
