@@ -28,7 +28,9 @@ per partition (see :mod:`app.pack`).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -161,13 +163,29 @@ class TableStore:
                 store._key_partition[name] = partition
 
 
-async def paced(items: Iterable[T], every: int = SCAN_CHUNK) -> AsyncIterator[T]:
+@dataclass
+class Effort:
+    """What a paced scan cost the worker: the time between its turns given to the event
+    loop, its caller's work on each item included and the others' work in those turns not."""
+
+    seconds: float = 0.0
+
+
+async def paced(items: Iterable[T], every: int = SCAN_CHUNK,
+                effort: Effort | None = None) -> AsyncIterator[T]:
     """``items``, giving the event loop a turn every ``every`` of them: a scan of a large
-    table (a view, a timer) must not stall the agents and the web server meanwhile."""
+    table (a view, a timer) must not stall the agents and the web server meanwhile. An
+    ``effort`` adds up the time the scan took (see :class:`Effort`)."""
+    began = time.perf_counter()
     for i, item in enumerate(items):
         yield item
         if i % every == every - 1:
+            if effort is not None:
+                effort.seconds += time.perf_counter() - began
             await asyncio.sleep(0)
+            began = time.perf_counter()
+    if effort is not None:
+        effort.seconds += time.perf_counter() - began
 
 
 class TableView:

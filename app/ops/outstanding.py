@@ -86,11 +86,47 @@ def apply(table: Any, key: str, decision: tuple[str, dict[str, Any] | None]) -> 
         del table[key]
 
 
+class Survey:
+    """One pass over a table's outstanding entries: how many, how many overdue, the oldest
+    acceptance, and the overdue entries themselves (a scan reads each entry once)."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+        self.count = 0
+        self.oldest_accepted_ms: int | None = None
+        self._late: list[tuple[Any, Mapping[str, Any]]] = []
+
+    def add(self, key: Any, entry: Mapping[str, Any]) -> None:
+        """Count one entry; ``key`` is kept as given, for the overdue ones."""
+        self.count += 1
+        if int(entry["deadline_ms"]) <= self.now_ms:
+            self._late.append((key, entry))
+        accepted = int(entry["accepted_at_ms"])
+        if self.oldest_accepted_ms is None or accepted < self.oldest_accepted_ms:
+            self.oldest_accepted_ms = accepted
+
+    def overdue(self) -> list[tuple[Any, Mapping[str, Any]]]:
+        """The entries whose deadline has passed, oldest deadline first."""
+        return sorted(self._late, key=lambda item: int(item[1]["deadline_ms"]))
+
+    def summary(self) -> dict[str, Any]:
+        """Outstanding and overdue counts and the age of the oldest outstanding request."""
+        oldest = self.oldest_accepted_ms
+        return {
+            "outstanding": self.count,
+            "overdue": len(self._late),
+            "oldest_outstanding_age_s": None if oldest is None else max(
+                0.0, (self.now_ms - oldest) / 1000),
+        }
+
+
 def overdue(entries: Iterable[tuple[str, Mapping[str, Any]]], now_ms: int
             ) -> list[tuple[str, Mapping[str, Any]]]:
     """The entries whose deadline has passed, oldest deadline first."""
-    late = [(key, e) for key, e in entries if int(e["deadline_ms"]) <= now_ms]
-    return sorted(late, key=lambda item: int(item[1]["deadline_ms"]))
+    survey = Survey(now_ms)
+    for key, entry in entries:
+        survey.add(key, entry)
+    return survey.overdue()
 
 
 def stalled(entry: Mapping[str, Any], last_progress_ms: int | None, now_ms: int,
@@ -110,16 +146,7 @@ def stalled(entry: Mapping[str, Any], last_progress_ms: int | None, now_ms: int,
 
 def summary(entries: Iterable[Mapping[str, Any]], now_ms: int) -> dict[str, Any]:
     """Outstanding and overdue counts and the age of the oldest outstanding request."""
-    count = late = 0
-    oldest: int | None = None
-    for e in entries:
-        count += 1
-        if int(e["deadline_ms"]) <= now_ms:
-            late += 1
-        accepted = int(e["accepted_at_ms"])
-        oldest = accepted if oldest is None else min(oldest, accepted)
-    return {
-        "outstanding": count,
-        "overdue": late,
-        "oldest_outstanding_age_s": None if oldest is None else max(0.0, (now_ms - oldest) / 1000),
-    }
+    survey = Survey(now_ms)
+    for entry in entries:
+        survey.add("", entry)
+    return survey.summary()
