@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -172,20 +172,22 @@ class Effort:
 
 
 async def paced(items: Iterable[T], every: int = SCAN_CHUNK,
-                effort: Effort | None = None) -> AsyncIterator[T]:
+                effort: Effort | None = None) -> AsyncGenerator[T, None]:
     """``items``, giving the event loop a turn every ``every`` of them: a scan of a large
     table (a view, a timer) must not stall the agents and the web server meanwhile. An
     ``effort`` adds up the time the scan took (see :class:`Effort`)."""
     began = time.perf_counter()
-    for i, item in enumerate(items):
-        yield item
-        if i % every == every - 1:
-            if effort is not None:
-                effort.seconds += time.perf_counter() - began
-            await asyncio.sleep(0)
-            began = time.perf_counter()
-    if effort is not None:
-        effort.seconds += time.perf_counter() - began
+    try:
+        for i, item in enumerate(items):
+            yield item
+            if i % every == every - 1:
+                if effort is not None:
+                    effort.seconds += time.perf_counter() - began
+                await asyncio.sleep(0)
+                began = time.perf_counter()
+    finally:  # also when the caller stops early
+        if effort is not None:
+            effort.seconds += time.perf_counter() - began
 
 
 class TableView:

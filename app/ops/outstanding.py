@@ -130,18 +130,58 @@ def overdue(entries: Iterable[tuple[str, Mapping[str, Any]]], now_ms: int
 
 
 def stalled(entry: Mapping[str, Any], last_progress_ms: int | None, now_ms: int,
-            deadline_s: float, backoff: float) -> bool:
+            deadline_s: float, backoff: float, queued_ms: int = 0) -> bool:
     """Whether an overdue request has also made no progress for its (backed-off) deadline.
 
     The entry's deadline counts from acceptance; a request that is still moving (its last
-    event is recent) is slow, not lost, and is left alone.
+    event is recent) is slow, not lost, and is left alone. ``queued_ms`` (see
+    :class:`RecentWait`) stretches both: a request that has waited no longer than others
+    are waiting for their next step is queued behind them, not lost.
     """
-    if int(entry["deadline_ms"]) > now_ms:
+    if due_ms(entry, queued_ms) > now_ms:
         return False
     if last_progress_ms is None:
         return True
     wait_ms = deadline_s * 1000 * backoff ** int(entry.get("attempts", 0))
-    return now_ms - last_progress_ms >= wait_ms
+    return now_ms - last_progress_ms >= wait_ms + queued_ms
+
+
+def due_ms(entry: Mapping[str, Any], queued_ms: int = 0) -> int:
+    """When an entry may first count as stalled: its deadline, stretched by ``queued_ms``."""
+    return int(entry["deadline_ms"]) + queued_ms
+
+
+class RecentWait:
+    """The longest wait lately between two steps of one request, as its owner saw them:
+    how far behind the workers are. Kept over two windows of ``span_ms``, so a wait is
+    remembered for one to two windows; with nothing seen for two, it is zero.
+
+    At a steady flow a step follows the one before within a fraction of a second. While a
+    backlog drains, every request waits its turn at each stage, as long as the queue in
+    front of it, and one that has waited no longer than that is queued, not lost.
+    """
+
+    def __init__(self, span_ms: int) -> None:
+        self.span_ms = span_ms
+        self._since = 0  # when the current window began
+        self._current = 0
+        self._previous = 0
+
+    def _roll(self, now_ms: int) -> None:
+        elapsed = now_ms - self._since
+        if elapsed >= self.span_ms:
+            self._previous = self._current if elapsed < 2 * self.span_ms else 0
+            self._current = 0
+            self._since = now_ms
+
+    def note(self, wait_ms: int, now_ms: int) -> None:
+        self._roll(now_ms)
+        if wait_ms > self._current:
+            self._current = wait_ms
+
+    def longest(self, now_ms: int) -> int:
+        self._roll(now_ms)
+        return max(self._current, self._previous)
 
 
 def summary(entries: Iterable[Mapping[str, Any]], now_ms: int) -> dict[str, Any]:

@@ -21,6 +21,7 @@ throttle, so none of them reads the tables again.
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -38,6 +39,10 @@ from app.unit import Effort, TableStore, paced
 # next one then waits until the scan is this share of the time since the last began, so a
 # backlog slows the scans instead of the scans slowing the backlog's drain.
 SCAN_SHARE = 0.05
+# The most requests a round looks up to see whether they moved (a state read each): a
+# draining backlog keeps many requests overdue but moving, and a fault that stalls many
+# has them redone a thousand a round rather than all at once.
+READS_PER_ROUND = 1_000
 
 
 def last_progress_ms(state: dict[str, Any] | None) -> int | None:
@@ -109,6 +114,9 @@ def register(rt: Runtime) -> None:
             "redispatched": {k: int(redispatched.labels(k)._value.get()) for k in tables},
             "failed": int(failed),
             "oldest_outstanding_age_s": oldest_outstanding_age_s(),
+            # the longest an order waited lately for its next step; an overdue order is
+            # re-dispatched only once it has also stalled for longer than this
+            "order_wait_s": queued_ms("order", now_ms()) / 1000,
             "by_kind": per_kind,
             "scanned_at_ms": last["scanned_at_ms"],
             "settings": {
@@ -127,6 +135,12 @@ def register(rt: Runtime) -> None:
             overdue_gauge.labels(kind).set(s["overdue"])
         oldest_gauge.set(report["oldest_outstanding_age_s"] or 0)
         failed_gauge.set(report["failed"])
+
+    def queued_ms(kind: str, now: int) -> int:
+        """How long an order may wait for its next step before it counts as stalled, beyond
+        its deadline: the longest any order waited for one lately (0 for transfers)."""
+        waits: book.RecentWait | None = rt.extras.get("order_waits")
+        return waits.longest(now) if kind == "order" and waits is not None else 0
 
     def behind() -> bool:
         backlog = rt.extras.get("backlog")
@@ -172,18 +186,28 @@ def register(rt: Runtime) -> None:
             del recently[stale]
         for kind, survey in surveys.items():
             states = tables[kind][1]
-            for raw_key, entry in survey.overdue():
-                key = str(orjson.loads(raw_key))
-                attempt = int(entry.get("attempts", 0)) + 1
-                if f"{key}:{attempt}" in recently:
-                    continue
-                progress = max(last_progress_ms(states.get(key)) or 0, last["settled_ms"])
-                if not book.stalled(entry, progress, now, settings.reconcile_deadline_s,
-                                    settings.reconcile_backoff):
-                    continue
-                await redispatch(kind, key, attempt, now)
-                recently[f"{key}:{attempt}"] = clock
-                redispatched.labels(kind).inc()
+            queued = queued_ms(kind, now)
+            reads = 0
+            # closed on leaving, so that a round stopped early counts all its effort
+            async with aclosing(paced(survey.overdue(), effort=effort)) as overdue:
+                async for raw_key, entry in overdue:
+                    if book.due_ms(entry, queued) > now:
+                        continue  # queued behind the others, as far as anyone can tell
+                    key = str(orjson.loads(raw_key))
+                    attempt = int(entry.get("attempts", 0)) + 1
+                    if f"{key}:{attempt}" in recently:
+                        continue
+                    if reads == READS_PER_ROUND:
+                        break  # the rest next round (the most overdue come first)
+                    reads += 1
+                    progress = max(last_progress_ms(states.get(key)) or 0, last["settled_ms"])
+                    if not book.stalled(entry, progress, now, settings.reconcile_deadline_s,
+                                        settings.reconcile_backoff, queued):
+                        continue
+                    await redispatch(kind, key, attempt, now)
+                    recently[f"{key}:{attempt}"] = clock
+                    redispatched.labels(kind).inc()
+        last["next_scan"] = clock + effort.seconds / SCAN_SHARE
 
     @app.page("/reconciliation")
     class Reconciliation(View):  # type: ignore[misc]

@@ -47,6 +47,9 @@ def register(rt: Runtime) -> None:
     metrics = rt.metrics
 
     requests_topic = rt.topic_name("orders.requests")
+    # The reconciler reads it: an order that has waited no longer than others are waiting
+    # for their next step is queued, not lost.
+    waits = rt.extras["order_waits"] = book.RecentWait(int(settings.reconcile_deadline_s * 1000))
     inbox_partitions = rt.specs["postroom.inbox"].partitions
     inbox_schemas = rt.schemas("postroom.inbox")
 
@@ -116,6 +119,10 @@ def register(rt: Runtime) -> None:
         order_by_id = unit.table("order_by_id")
         order_id = reported["order_id"]
         state = order_by_id.get(order_id) or logic.new_state(order_id)
+        now = now_ms()
+        waited = logic.waited_ms(state, reported, now)
+        if waited is not None:
+            waits.note(waited, now)
         if reported["type"] in logic.MONEY_LANDED:
             fresh = logic.note_landed(state, reported)  # the saga's memory; SETTLED is public
         else:

@@ -53,6 +53,10 @@ REDEEMED = "REDEEMED"
 RETURNED = "RETURNED"
 MONEY_LANDED = frozenset({REDEEMED, RETURNED})
 
+# The reports an order's saga waits for from the other agents: how long one took to come
+# (see ``waited_ms``) tells how far behind they are.
+AWAITED = frozenset({PAID, PAYMENT_REJECTED, LINE_RESULT, REDEEMED, RETURNED})
+
 # Line statuses.
 LINE_PENDING = "PENDING"
 LINE_FULFILLED = "FULFILLED"
@@ -233,6 +237,23 @@ def accept(
 
 def new_state(order_id: str) -> dict[str, Any]:
     return {"order_id": order_id, "events": [], "sent": []}
+
+
+def waited_ms(state: Mapping[str, Any], reported: OrderEvent, now_ms: int) -> int | None:
+    """How long the order waited for ``reported``: a new order's acceptance since it was
+    requested, or one of the steps its saga waits for since its newest event. None for
+    anything else: a customer's cancel, the reconciler's redo, a report after the end, or
+    any step of an order that was ever redone (its waits are the fault's, not the queue's).
+    """
+    events = state["events"]
+    kind = reported["type"]
+    since: Any = None
+    if kind == ACCEPTED:
+        since = None if events else reported.get("requested_at_ms")
+    elif (kind in AWAITED and events and state["status"] not in TERMINAL
+          and RECONCILE not in state["types"]):
+        since = events[-1]["at_ms"]
+    return None if since is None else now_ms - int(since)
 
 
 def note_landed(state: dict[str, Any], report: OrderEvent) -> bool:

@@ -192,3 +192,15 @@ def test_nothing_fulfilled_ends_rejected_out_of_stock() -> None:
                     ev(logic.SETTLED, 14, amount=0, refunded=100)])
     [(_, final)] = logic.decide(state, state["events"][-1], 15)  # type: ignore[arg-type]
     assert final["type"] == logic.REJECTED and final["reason"] == "out of stock"
+
+
+def test_only_the_steps_a_saga_waits_for_tell_how_long_orders_wait() -> None:
+    accepted = logic.accept(request([("a", 2)]), PRICES.get, now_ms=10)
+    state = logic.new_state("o1")
+    assert logic.waited_ms(state, accepted, 1_500) == 500  # requested at 1,000
+    logic.apply_event(state, accepted)
+    assert logic.waited_ms(state, accepted, 60) is None  # the same decision again
+    assert logic.waited_ms(state, ev(logic.PAID, 900), 1_010) == 1_000
+    assert logic.waited_ms(state, ev(logic.CANCEL_REQUESTED, 900), 1_010) is None
+    logic.apply_event(state, logic.reconcile_event("o1", 1, 500))
+    assert logic.waited_ms(state, ev(logic.PAID, 900), 1_010) is None  # redone: the fault's wait

@@ -155,3 +155,25 @@ def test_an_overdue_request_that_still_moves_is_not_stalled() -> None:
     assert outstanding.stalled(entry, None, 5_000, deadline_s=1, backoff=2)
     assert not outstanding.stalled(entry, 4_000, 5_000, deadline_s=1, backoff=2)  # moved 1 s ago
     assert outstanding.stalled(entry, 3_000, 5_000, deadline_s=1, backoff=2)  # quiet for 2 s
+
+
+def test_a_request_queued_behind_the_others_is_not_stalled() -> None:
+    entry = {"deadline_ms": 30_000, "attempts": 0, "accepted_at_ms": 0}
+    # Accepted at 0, nothing since, 60 s later: stalled, unless others wait that long too.
+    assert outstanding.stalled(entry, 0, 60_000, deadline_s=30, backoff=2)
+    assert not outstanding.stalled(entry, 0, 60_000, deadline_s=30, backoff=2, queued_ms=45_000)
+    assert outstanding.due_ms(entry, 45_000) == 75_000
+    assert outstanding.stalled(entry, 0, 76_000, deadline_s=30, backoff=2, queued_ms=45_000)
+
+
+def test_the_recent_wait_is_the_longest_of_the_last_one_to_two_windows() -> None:
+    waits = outstanding.RecentWait(span_ms=10_000)
+    assert waits.longest(0) == 0
+    waits.note(80_000, now_ms=1_000)  # a backlog: an order waited 80 s for its next step
+    waits.note(200, now_ms=2_000)
+    assert waits.longest(5_000) == 80_000
+    waits.note(300, now_ms=12_000)  # a new window: the last one is still remembered
+    assert waits.longest(15_000) == 80_000
+    waits.note(150, now_ms=23_000)  # and now forgotten: the backlog has drained
+    assert waits.longest(24_000) == 300
+    assert waits.longest(60_000) == 0  # nothing seen for two windows
