@@ -159,3 +159,47 @@ def test_a_killed_worker_loses_no_order_and_doubles_no_reservation(
     assert book["balances"] + book["held_in_vouchers"] == book["deposited"]
     assert worker.balance("merchant") == charged
     assert worker.balance("killer") == 10_000_000 - charged
+
+
+def test_orders_queued_behind_a_backlog_are_not_redone(
+    make_worker: Callable[..., Worker], report: Callable[[str], None],
+) -> None:
+    # A burst that takes the worker several deadlines to drain, under the lag that would pause
+    # the reconciler: the last orders wait far past their 0.5 s deadline, queued, not lost.
+    worker = make_worker(**{**FAST_RECONCILE, "POSTROOM_RECONCILE_DEADLINE_S": "0.5",
+                            "POSTROOM_RECONCILE_INTERVAL_S": "0.25"})
+    worker.stock("queue-a", on_hand=1_000_000, price=1)
+    worker.fund("queuer", 1_000_000)
+    producer = Producer(producer_config(worker.bootstrap, **{"client.id": "test-queue"}))
+    topic = worker.topic("orders.requests")
+    count = 4_000  # under POSTROOM_RECONCILE_PAUSE_LAG (5,000 messages)
+    started = time.monotonic()
+    for _ in range(count):
+        order_id = str(uuid.uuid4())
+        body = {"order_id": order_id, "customer_id": "queuer",
+                "received_at_ms": int(time.time() * 1000),
+                "items": [{"sku": "queue-a", "quantity": 1}]}
+        producer.produce(topic, key=order_id.encode(), value=orjson.dumps(body))
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    longest_wait = 0.0
+
+    def drained() -> bool:
+        nonlocal longest_wait
+        books = worker.get("/reconciliation").body
+        longest_wait = max(longest_wait, books.get("order_wait_s", 0))
+        return terminal_count(worker) == count
+
+    wait_for(drained, timeout=180, interval=0.5)
+    took = time.monotonic() - started
+    books = worker.get("/reconciliation").body
+    report(f"[backlog, 0.5 s deadline] orders={count} drained in {took:.1f}s longest wait between "
+           f"steps={longest_wait:.1f}s re-dispatched={books['redispatched']}")
+    assert books["redispatched"]["order"] == 0
+    assert longest_wait > 0.5  # the backlog did keep orders waiting past their deadline
+
+
+def terminal_count(worker: Worker) -> int:
+    """Orders the worker has seen end, from its own counters."""
+    return int(sum(float(line.split()[-1]) for line in worker.get("/metrics").body.splitlines()
+                   if line.startswith("postroom_orders_terminal_total")))
