@@ -9,7 +9,7 @@ Deadlines back off: a request re-dispatched ``n`` times is next due after
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -120,15 +120,6 @@ class Survey:
         }
 
 
-def overdue(entries: Iterable[tuple[str, Mapping[str, Any]]], now_ms: int
-            ) -> list[tuple[str, Mapping[str, Any]]]:
-    """The entries whose deadline has passed, oldest deadline first."""
-    survey = Survey(now_ms)
-    for key, entry in entries:
-        survey.add(key, entry)
-    return survey.overdue()
-
-
 def stalled(entry: Mapping[str, Any], last_progress_ms: int | None, now_ms: int,
             deadline_s: float, backoff: float, queued_ms: int = 0) -> bool:
     """Whether an overdue request has also made no progress for its (backed-off) deadline.
@@ -182,11 +173,3 @@ class RecentWait:
     def longest(self, now_ms: int) -> int:
         self._roll(now_ms)
         return max(self._current, self._previous)
-
-
-def summary(entries: Iterable[Mapping[str, Any]], now_ms: int) -> dict[str, Any]:
-    """Outstanding and overdue counts and the age of the oldest outstanding request."""
-    survey = Survey(now_ms)
-    for entry in entries:
-        survey.add("", entry)
-    return survey.summary()

@@ -162,6 +162,33 @@ def register(rt: Runtime) -> None:
             retry = retry_event(key, attempt, "reconciler", now)
             await vouchers_out.send(key=key.encode(), value=retry)
 
+    async def redo_stalled(kind: str, survey: book.Survey, now: int, clock: float,
+                           effort: Effort) -> None:
+        """Re-dispatch the overdue requests of one kind that have stalled, the most overdue
+        first, looking up at most ``READS_PER_ROUND`` of them."""
+        states = tables[kind][1]
+        queued = queued_ms(kind, now)
+        reads = 0
+        # closed on leaving, so that a round stopped early counts all its effort
+        async with aclosing(paced(survey.overdue(), effort=effort)) as overdue:
+            async for raw_key, entry in overdue:
+                if book.due_ms(entry, queued) > now:
+                    continue  # queued behind the others, as far as anyone can tell
+                key = str(orjson.loads(raw_key))
+                attempt = int(entry.get("attempts", 0)) + 1
+                sent = f"{key}:{attempt}"
+                if sent in recently:
+                    continue
+                if reads == READS_PER_ROUND:
+                    break  # the rest next round
+                reads += 1
+                progress = max(last_progress_ms(states.get(key)) or 0, last["settled_ms"])
+                if book.stalled(entry, progress, now, settings.reconcile_deadline_s,
+                                settings.reconcile_backoff, queued):
+                    await redispatch(kind, key, attempt, now)
+                    recently[sent] = clock
+                    redispatched.labels(kind).inc()
+
     @app.timer(settings.reconcile_interval_s)
     async def reconcile_overdue() -> None:
         """Ask the owner of every stalled, overdue request to redo its stage."""
@@ -180,36 +207,14 @@ def register(rt: Runtime) -> None:
             surveys[kind] = await scan(rt.store(outstanding), now, effort)
             last["summaries"][kind] = summary_of(surveys[kind])
         last["scanned_at_ms"] = now
-        last["next_scan"] = clock + effort.seconds / SCAN_SHARE
         scan_seconds.observe(effort.seconds)
         if behind():
             paused.inc()
-            return
-        for stale in [k for k, t in recently.items() if clock - t > 600]:
-            del recently[stale]
-        for kind, survey in surveys.items():
-            states = tables[kind][1]
-            queued = queued_ms(kind, now)
-            reads = 0
-            # closed on leaving, so that a round stopped early counts all its effort
-            async with aclosing(paced(survey.overdue(), effort=effort)) as overdue:
-                async for raw_key, entry in overdue:
-                    if book.due_ms(entry, queued) > now:
-                        continue  # queued behind the others, as far as anyone can tell
-                    key = str(orjson.loads(raw_key))
-                    attempt = int(entry.get("attempts", 0)) + 1
-                    if f"{key}:{attempt}" in recently:
-                        continue
-                    if reads == READS_PER_ROUND:
-                        break  # the rest next round (the most overdue come first)
-                    reads += 1
-                    progress = max(last_progress_ms(states.get(key)) or 0, last["settled_ms"])
-                    if not book.stalled(entry, progress, now, settings.reconcile_deadline_s,
-                                        settings.reconcile_backoff, queued):
-                        continue
-                    await redispatch(kind, key, attempt, now)
-                    recently[f"{key}:{attempt}"] = clock
-                    redispatched.labels(kind).inc()
+        else:
+            for stale in [k for k, t in recently.items() if clock - t > 600]:
+                del recently[stale]
+            for kind, survey in surveys.items():
+                await redo_stalled(kind, survey, now, clock, effort)
         last["next_scan"] = clock + effort.seconds / SCAN_SHARE
 
     @app.page("/reconciliation")

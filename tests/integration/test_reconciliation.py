@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Producer
 
 from app.producer import producer_config
-from tests.support import Worker, wait_for
+from tests.support import Worker, samples, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -201,5 +201,4 @@ def test_orders_queued_behind_a_backlog_are_not_redone(
 
 def terminal_count(worker: Worker) -> int:
     """Orders the worker has seen end, from its own counters."""
-    return int(sum(float(line.split()[-1]) for line in worker.get("/metrics").body.splitlines()
-                   if line.startswith("postroom_orders_terminal_total")))
+    return int(sum(samples(worker.get("/metrics").body, "postroom_orders_terminal_total")))

@@ -131,9 +131,12 @@ def test_outstanding_deadlines_back_off_per_attempt() -> None:
     assert outstanding.track(entry, "order", "PAID", now_ms=5, deadline_s=2) is None
     later = outstanding.attempted(entry, 3, now_ms=10_000, deadline_s=2, backoff=2)
     assert later["attempts"] == 3 and later["deadline_ms"] == 10_000 + 16_000
-    late = outstanding.overdue([("a", entry), ("b", later)], now_ms=3_000)
+    survey = outstanding.Survey(now_ms=3_000)
+    survey.add("a", entry)
+    survey.add("b", later)
+    late = survey.overdue()
     assert [k for k, _ in late] == ["a"]
-    report = outstanding.summary([entry, later], now_ms=3_000)
+    report = survey.summary()
     assert report == {"outstanding": 2, "overdue": 1, "oldest_outstanding_age_s": 3.0}
 
 
