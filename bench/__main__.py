@@ -95,6 +95,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="time limit of the front-desk load (wrk holds it to the end)")
     p.add_argument("--half-rate", type=float, default=None,
                    help="orders/s for the half-load run (default: half of 'merge')")
+    p.add_argument("--settle", type=float, default=Context.settle_s,
+                   help="seconds of paced orders before the half-load run's measured ones "
+                        "(checked, not measured; 0: none)")
     p.add_argument("--merge-wait-ms", type=int, default=Context.merge_wait_ms,
                    help="merge window for Postroom")
     p.add_argument("--timeout", type=float, default=300.0,
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             orders=args.orders, duration=args.duration, sync_orders=args.sync_orders,
             timeout=args.timeout, warmup=args.warmup, workdir=workdir, out=args.out,
             broker_pid=broker_pid, merge_wait_ms=args.merge_wait_ms,
-            half_rate=args.half_rate, profile=args.profile,
+            half_rate=args.half_rate, settle_s=args.settle, profile=args.profile,
             frontdesk_orders=args.frontdesk_orders, nomerge_orders=args.nomerge_orders,
             frontdesk_seconds=args.frontdesk_seconds,
         )
@@ -223,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     if stages:
         print(f"\nWhere an order's time goes ({report.STAGES_NOTE}):")
         print(stages)
+    load = report.load_lines(results)
+    if load:
+        print(f"\nLoad ({report.LOAD_NOTE}):")
+        print(load)
     per_order = report.per_order_lines(results)
     if per_order:
         print(f"\nUnits of work per order ({report.PER_ORDER_NOTE}):")

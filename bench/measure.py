@@ -374,7 +374,9 @@ def latency_and_rate(sent: dict[str, float], collector: EventCollector,
 # The kinds of thread a process's CPU is split into, in the order they are reported. In a
 # Postroom worker ``main`` is the event loop (agents, units of work, web server) and ``python``
 # mostly Faust's Kafka consumer thread (aiokafka's fetcher); the two share one interpreter lock.
-THREAD_KINDS = ("main", "python", "librdkafka", "rocksdb", "other")
+THREAD_KINDS = ("main", "python", "librdkafka", "rocksdb", "jit", "other")
+# A JVM's just-in-time compilers (the broker's): Linux keeps 15 characters of a thread's name
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
 
 
 def thread_kind(pid: int, tid: int) -> str:
@@ -389,6 +391,8 @@ def thread_kind(pid: int, tid: int) -> str:
         return "librdkafka"
     if name.startswith("rocksdb"):
         return "rocksdb"
+    if name.startswith(JIT_THREADS):
+        return "jit"
     return "python" if name.startswith("python") else "other"
 
 
@@ -436,6 +440,26 @@ def thread_shares(threads: Sequence[tuple[float, dict[str, float]]], t0: float, 
     (ta, a), (tb, b) = ends
     return {kind: round(100 * max(b.get(kind, 0.0) - a.get(kind, 0.0), 0.0) / (tb - ta), 1)
             for kind in THREAD_KINDS if kind in b}
+
+
+def load_timeline(worker: Sequence[tuple[float, dict[str, float]]],
+                  broker: Sequence[tuple[float, dict[str, float]]], start: float, end: float,
+                  step: float = 1.0) -> list[list[float]]:
+    """The load by the second, beside :func:`latency_timeline` (the same ``start``): one row
+    per ``step`` seconds, ``[seconds into the run, worker CPU %, its main thread %, broker
+    CPU %, the broker's JIT compilers %]`` (% of one core, from the per-thread series). On a
+    small machine a tail that comes in episodes shows here whether the worker had no time to
+    spare then, and whether the broker was compiling."""
+    rows = []
+    i = 0
+    while start + i * step < end:
+        a, b = start + i * step, min(start + (i + 1) * step, end)
+        w = thread_shares(worker, a, b)
+        k = thread_shares(broker, a, b)
+        rows.append([round(i * step, 1), round(sum(w.values()), 1), w.get("main", 0.0),
+                     round(sum(k.values()), 1), k.get("jit", 0.0)])
+        i += 1
+    return rows
 
 
 class Sampler(threading.Thread):
@@ -497,6 +521,12 @@ class Sampler(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join(5)
+
+    def load_timeline(self, start: float, end: float) -> list[list[float]]:
+        """The process's and the broker's load by the second (see :func:`load_timeline`)."""
+        worker, broker = self.series.get("process"), self.series.get("broker")
+        return load_timeline(worker.threads if worker else [], broker.threads if broker else [],
+                             start, end)
 
     def summary(self, name: str, t0: float, t1: float, orders: int) -> dict[str, Any]:
         """CPU and RSS of ``name`` between ``t0`` and ``t1`` (epoch seconds)."""

@@ -196,6 +196,43 @@ def stage_lines(results: dict[str, RunResult]) -> str:
     return "\n".join(rows)
 
 
+BUSY_PCT, JIT_PCT = 90.0, 10.0  # a second the worker's main thread had no time to spare;
+# one the broker spent compiling
+LOAD_NOTE = (f"the paced orders that ran first, then by the second over the measured ones, "
+             f"from the per-thread CPU samples: seconds with the worker's main thread at >= "
+             f"{BUSY_PCT:.0f}% of a core, the broker's JIT compilers (its C1 and C2 threads), and "
+             f"the seconds whose orders had the highest p99, with the load then")
+
+
+def load_lines(results: dict[str, RunResult]) -> str:
+    """For the latency runs: how often the worker was saturated and the broker compiling,
+    and the load in the seconds whose orders fared worst (JSON: ``load_timeline``)."""
+    rows = []
+    for name in STAGE_RUNS:
+        r = results.get(name)
+        if r is None or not r.extra.get("load_timeline"):
+            continue
+        load = r.extra["load_timeline"]
+        by_second = {row[0]: row for row in load}
+        busy = sum(1 for row in load if row[2] >= BUSY_PCT)
+        jit = [row[4] for row in load]
+        cells = [f"main thread >= {BUSY_PCT:.0f}% in {busy} of {len(load)} s",
+                 f"broker JIT {sum(jit) / len(jit):,.0f}% on average, >= {JIT_PCT:.0f}% in "
+                 f"{sum(1 for x in jit if x >= JIT_PCT)} s"]
+        settle = r.extra.get("settle")
+        if settle:  # the paced orders before the measured ones
+            cells.insert(0, f"settling first {settle['seconds']:,.0f} s (not measured): p50 "
+                            f"{settle['p50']:,.0f} / p99 {settle['p99']:,.0f} ms")
+        worst = sorted(r.extra.get("latency_timeline") or [], key=lambda row: -row[3])[:3]
+        for second, _, _, p99, _ in sorted(worst):
+            at = by_second.get(second)
+            if at is not None:
+                cells.append(f"{second:,.0f} s: p99 {p99:,.0f} ms, main {at[2]:,.0f}%, "
+                             f"JIT {at[4]:,.0f}%")
+        rows.append(f"  {name}: " + " · ".join(cells))
+    return "\n".join(rows)
+
+
 def per_order_lines(results: dict[str, RunResult]) -> str:
     """A Postroom run's units of work and records per order, from the worker's counters."""
     rows = []
@@ -211,7 +248,8 @@ PER_ORDER_NOTE = ("the worker's own counters over the measured orders, every age
 
 
 THREAD_LABELS = {"main": "main thread", "python": "other Python threads",
-                 "librdkafka": "librdkafka", "rocksdb": "RocksDB", "other": "other"}
+                 "librdkafka": "librdkafka", "rocksdb": "RocksDB", "jit": "JIT compilers",
+                 "other": "other"}
 
 
 THREADS_NOTE = ("a Postroom worker's main thread is its event loop, which also runs Faust's "
@@ -276,6 +314,9 @@ def markdown(meta: dict[str, Any], results: dict[str, RunResult],
     stages = stage_lines(results)
     if stages:
         lines += ["", f"Where an order's time goes ({STAGES_NOTE}):", "", "```", stages, "```"]
+    load = load_lines(results)
+    if load:
+        lines += ["", f"Load ({LOAD_NOTE}):", "", "```", load, "```"]
     per_order = per_order_lines(results)
     if per_order:
         lines += ["", f"Units of work per order ({PER_ORDER_NOTE}):", "", "```", per_order,

@@ -53,6 +53,7 @@ class Context:
     frontdesk_orders: int = 2_000
     frontdesk_seconds: float = 20.0
     half_rate: float | None = None
+    settle_s: float = 15.0  # paced orders before the half-load run's measured ones
     profile: bool = False
     results: dict[str, RunResult] = field(default_factory=dict)
     prefixes: list[str] = field(default_factory=list)
@@ -173,13 +174,20 @@ class Progress:
 
 def run_pipeline(ctx: Context, result: RunResult, system: System, orders: Sequence[Order],
                  rate: float | None = None,
-                 during: Callable[[System], None] | None = None) -> RunResult:
-    """Warm up, load and check ``system``; fill in ``result``. Always stops the system."""
+                 during: Callable[[System], None] | None = None,
+                 settle: Sequence[Order] = ()) -> RunResult:
+    """Warm up, load and check ``system``; fill in ``result``. Always stops the system.
+
+    With a ``rate``, the ``settle`` orders go first at that rate, in the same paced stream,
+    and are checked but not measured: the run's figures start at its first measured order,
+    once the system has settled at the rate (a broker's JIT compilers take most of a core in
+    the first seconds of a new load; see bench/README.md)."""
     progress = Progress(result.name)
     warm = ctx.workload.orders(ctx.warmup, tag="warm")
-    stock = ctx.workload.stock_for([*warm, *orders])
+    every = [*warm, *settle, *orders]
+    stock = ctx.workload.stock_for(every)
     prices = ctx.workload.catalogue()
-    funds = {c: amount + 10_000 for c, amount in spend([*warm, *orders], prices).items()}
+    funds = {c: amount + 10_000 for c, amount in spend(every, prices).items()}
     collector: EventCollector | None = None
     sampler: Sampler | None = None
     halt = threading.Event()  # stops a paced producer on the way out
@@ -206,19 +214,30 @@ def run_pipeline(ctx: Context, result: RunResult, system: System, orders: Sequen
         sampler = Sampler({"process": system.pid, "broker": ctx.broker_pid or 0})
         sampler.start()
         time.sleep(1.0)  # a baseline sample before the load
+        feeder: threading.Thread | None = None
+        settled = [o["order_id"] for o in settle]
+        if rate and settle:
+            progress.say(f"settling: {len(settle)} orders at {rate:,.0f}/s first, not measured",
+                         force=True)
+            feeder = threading.Thread(target=producer.produce_paced,
+                                      args=([*settle, *orders], rate, halt), daemon=True)
+            feeder.start()
+            time.sleep(len(settle) / rate)  # the measured orders begin about now
         counters = getattr(system, "unit_counters", None)  # Postroom's units of work
         before = counters() if counters is not None else None
         t0 = time.time()
         ids = [o["order_id"] for o in orders]
         if rate:
             progress.say(f"producing {len(orders)} orders at {rate:,.0f}/s", force=True)
-            feeder = threading.Thread(target=producer.produce_paced,
-                                      args=(orders, rate, halt), daemon=True)
-            feeder.start()
+            if feeder is None:
+                feeder = threading.Thread(target=producer.produce_paced,
+                                          args=(orders, rate, halt), daemon=True)
+                feeder.start()
             if during is not None:
                 during(system)
             timeout = len(orders) / rate + ctx.timeout
-            missing = collector.wait_for(ids, timeout=timeout, progress=progress.counter("paced"))
+            missing = collector.wait_for([*settled, *ids], timeout=timeout,
+                                         progress=progress.counter("paced"))
             feeder.join(5)
         else:
             progress.say(f"producing {len(orders)} orders at full speed", force=True)
@@ -238,6 +257,11 @@ def run_pipeline(ctx: Context, result: RunResult, system: System, orders: Sequen
         result.steady_rate = rates["steady_orders_per_s"]
         result.offered_rate = rate
         result.latency_ms = latency
+        if settled:  # what the settling orders saw, for the record (not in the figures)
+            early, _ = latency_and_rate(producer.sent, collector, settled)
+            result.extra["settle"] = {"orders": len(settled),
+                                      "seconds": round(len(settled) / (rate or 1), 1),
+                                      **{k: round(v, 1) for k, v in early.items()}}
         lags = [collector.read_lag_ms[o] for o in ids if o in collector.read_lag_ms]
         if lags:  # how late the bench read what it measured (see stamp_on_append)
             result.extra["read_lag_ms"] = {k: round(v, 1) for k, v in percentiles(lags).items()}
@@ -260,16 +284,17 @@ def run_pipeline(ctx: Context, result: RunResult, system: System, orders: Sequen
                                                            ids).items()},
             "produce_failures": producer.failed,
             "latency_timeline": latency_timeline(producer.sent, collector, ids),
+            "load_timeline": sampler.load_timeline(
+                min((producer.sent[o] for o in ids if o in producer.sent), default=t0), t_end),
         })
         # --- correctness: every order terminal, stock conserved, money matches stock
         result.check("every order terminal", not missing,
-                     f"{len(missing)} of {len(ids)} missing" + (f", e.g. {missing[:3]}"
-                                                                 if missing else ""))
+                     f"{len(missing)} of {len(ids) + len(settled)} missing"
+                     + (f", e.g. {missing[:3]}" if missing else ""))
         result.check("no undecodable event", collector.undecodable == 0,
                      f"{collector.undecodable} undecodable")
         result.check("orders produced", producer.failed == 0, f"{producer.failed} failed")
         if not missing:
-            every = [*warm, *orders]
             billed = sum(collector.terminal[o["order_id"]][2] for o in every
                          if o["order_id"] in collector.terminal)
             for what, ok, detail in system.verify(stock, prices, billed):

@@ -217,10 +217,11 @@ def run_half(ctx: Context, name: str = "half") -> RunResult:
         return result
     n = max(1, int(rate * ctx.duration))
     orders = ctx.workload.orders(n)
+    settle = ctx.workload.orders(int(rate * ctx.settle_s), tag="settle")
     lines, _ = batching(True)
     system = PostroomSystem(ctx, name, lines, ctx.merge_wait_ms)
     result.extra["merge_max_lines"] = lines
     result.extra["merge_max_wait_ms"] = ctx.merge_wait_ms
     return profiled(ctx, name, result,
                     lambda during: run_pipeline(ctx, result, system, orders, rate=rate,
-                                                during=during))
+                                                during=during, settle=settle))
