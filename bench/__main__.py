@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.pop(key, None)
     from app import localkafka
 
-    kafka_dir = broker_dir(args.broker_storage, workdir)
+    # (none for an external cluster: a tmpfs folder made for it would be left behind)
+    kafka_dir = workdir / "kafka" if external else broker_dir(args.broker_storage, workdir)
     broker_pid: int | None = None
     ctx: Context | None = None
     started = time.monotonic()
