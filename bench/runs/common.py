@@ -216,6 +216,7 @@ def run_pipeline(ctx: Context, result: RunResult, system: System, orders: Sequen
         time.sleep(1.0)  # a baseline sample before the load
         feeder: threading.Thread | None = None
         settled = [o["order_id"] for o in settle]
+        paced = progress.counter("paced")  # its rate counts from the first paced order
         if rate and settle:
             progress.say(f"settling: {len(settle)} orders at {rate:,.0f}/s first, not measured",
                          force=True)
@@ -236,8 +237,7 @@ def run_pipeline(ctx: Context, result: RunResult, system: System, orders: Sequen
             if during is not None:
                 during(system)
             timeout = len(orders) / rate + ctx.timeout
-            missing = collector.wait_for([*settled, *ids], timeout=timeout,
-                                         progress=progress.counter("paced"))
+            missing = collector.wait_for([*settled, *ids], timeout=timeout, progress=paced)
             feeder.join(5)
         else:
             progress.say(f"producing {len(orders)} orders at full speed", force=True)
