@@ -214,14 +214,14 @@ def run_pipeline(ctx: Context, result: RunResult, system: System, orders: Sequen
         sampler = Sampler({"process": system.pid, "broker": ctx.broker_pid or 0})
         sampler.start()
         time.sleep(1.0)  # a baseline sample before the load
-        feeder: threading.Thread | None = None
         settled = [o["order_id"] for o in settle]
         paced = progress.counter("paced")  # its rate counts from the first paced order
+        # One paced stream, the settling orders first (a gap between them would unsettle it)
+        feeder = threading.Thread(target=producer.produce_paced,
+                                  args=([*settle, *orders], rate, halt), daemon=True)
         if rate and settle:
             progress.say(f"settling: {len(settle)} orders at {rate:,.0f}/s first, not measured",
                          force=True)
-            feeder = threading.Thread(target=producer.produce_paced,
-                                      args=([*settle, *orders], rate, halt), daemon=True)
             feeder.start()
             time.sleep(len(settle) / rate)  # the measured orders begin about now
         counters = getattr(system, "unit_counters", None)  # Postroom's units of work
@@ -230,9 +230,7 @@ def run_pipeline(ctx: Context, result: RunResult, system: System, orders: Sequen
         ids = [o["order_id"] for o in orders]
         if rate:
             progress.say(f"producing {len(orders)} orders at {rate:,.0f}/s", force=True)
-            if feeder is None:
-                feeder = threading.Thread(target=producer.produce_paced,
-                                          args=(orders, rate, halt), daemon=True)
+            if feeder.ident is None:  # not started for settling
                 feeder.start()
             if during is not None:
                 during(system)
